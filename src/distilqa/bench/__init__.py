@@ -1,0 +1,1 @@
+"""Speed benchmarks: scripts whose figures go into docs/ and closing notes."""

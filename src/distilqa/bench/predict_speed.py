@@ -1,0 +1,117 @@
+"""How fast `distilqa predict` and `distilqa eval` are on this machine.
+
+Models are randomly initialised RoBERTa encoders (768 wide, 12 heads, 3072 FFN: the shapes of
+tinyroberta-squad2 at 6 layers and roberta-base-squad2 at 12), so the figure is about compute,
+not accuracy. The tokenizer is a byte-level BPE trained on the dev contexts, which cuts words
+into slightly more pieces than RoBERTa's own; the mean window length is reported alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from distilqa.squad import DEFAULT_DEV_SET, load_squad
+
+
+def run_predict_benchmark(
+    layers: list[int], limit: int, batch_size: int, threads: int, work_dir: str, output: str | None
+) -> int:
+    import torch
+
+    from distilqa.inference import BatchConfig, QAModel, tqdm_progress
+    from distilqa.local_models import random_qa_model, train_tokenizer
+    from distilqa.windows import WindowConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    dataset = load_squad()
+    examples = dataset.examples()[:limit]
+    work = Path(work_dir)
+    tok_dir = work / "tokenizer-bpe"
+    if not (tok_dir / "tokenizer.json").exists():
+        contexts = list(dict.fromkeys(p.context for _, p, _ in dataset.iter_questions()))
+        train_tokenizer(contexts, tok_dir, "bpe", vocab_size=16000)
+    window = WindowConfig()
+    results: list[dict[str, Any]] = []
+    for depth in layers:
+        model_dir = work / f"roberta-{depth}l-768d"
+        if not (model_dir / "config.json").exists():
+            random_qa_model(tok_dir, model_dir, num_layers=depth, hidden_size=768, num_heads=12, intermediate_size=3072)
+        model = QAModel.load(model_dir)
+        windower = model.windower(window)
+        features = windower.features([e.question for e in examples], [e.context for e in examples])
+        mean_len = sum(len(f.input_ids) for f in features) / len(features)
+        model.answer(examples[: min(8, len(examples))], window)  # warm-up: allocator, kernels
+        for sort in (True, False):
+            batch = BatchConfig(batch_size, sort_by_length=sort)
+            t0 = time.perf_counter()
+            model.answer(examples, window, batch=batch, progress=tqdm_progress(f"{depth}L sort={sort}"))
+            seconds = time.perf_counter() - t0
+            results.append(
+                {
+                    "layers": depth,
+                    "length_sorted_dynamic_padding": sort,
+                    "questions": len(examples),
+                    "windows": len(features),
+                    "mean_window_tokens": round(mean_len, 1),
+                    "seconds": round(seconds, 2),
+                    "questions_per_s": round(len(examples) / seconds, 2),
+                }
+            )
+        del model
+    eval_timing = _time_eval(dataset)
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}",
+        "batch_size": batch_size,
+        "window": {"max_seq_len": window.max_seq_len, "doc_stride": window.doc_stride, "stride_mode": window.stride_mode},
+        "predict": results,
+        "eval": eval_timing,
+    }
+    print(format_report(report))
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _time_eval(dataset: Any) -> dict[str, Any]:
+    """Wall time of the `distilqa eval` command (start-up included) on every dev question."""
+    preds = {}
+    for _, paragraph, qa in dataset.iter_questions():
+        words = paragraph.context.split()
+        preds[qa.id] = "" if len(qa.id) % 3 == 0 else " ".join(words[:3])  # any deterministic answers
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_file = Path(tmp) / "pred.json"
+        pred_file.write_text(json.dumps(preds))
+        cmd = [sys.executable, "-m", "distilqa.cli", "eval", str(DEFAULT_DEV_SET), str(pred_file), "-o", str(Path(tmp) / "e.json")]
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            runs.append(time.perf_counter() - t0)
+    return {"questions": len(preds), "seconds_best_of_3": round(min(runs), 3)}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {report['machine']}; batch {report['batch_size']}; window {report['window']}",
+        "",
+        "| layers | dynamic padding | questions | windows | mean tokens | seconds | questions/s |",
+        "|---:|:---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["predict"]:
+        lines.append(
+            f"| {r['layers']} | {'sorted' if r['length_sorted_dynamic_padding'] else 'none (pad to 384)'} | "
+            f"{r['questions']} | {r['windows']} | {r['mean_window_tokens']} | {r['seconds']} | {r['questions_per_s']} |"
+        )
+    e = report["eval"]
+    lines += ["", f"distilqa eval on {e['questions']} questions: {e['seconds_best_of_3']} s (best of 3, start-up included)"]
+    return "\n".join(lines)

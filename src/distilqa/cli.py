@@ -1,0 +1,259 @@
+"""The `distilqa` command.
+
+Start-up time matters: this module imports only the standard library. Each command imports what
+it needs when it runs (`distilqa eval` never loads torch, transformers, kfp or mlflow). Problems
+with the user's input raise `DistilqaError` and end here as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from distilqa import __version__
+from distilqa.errors import DistilqaError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args) or 0
+    except DistilqaError as exc:
+        print(f"distilqa {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distilqa",
+        description="Distil extractive question-answering models, evaluate them and serve them.",
+    )
+    parser.add_argument("--version", action="version", version=f"distilqa {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_eval(sub)
+    _add_predict(sub)
+    _add_bench(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- eval
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="official SQuAD 2.0 evaluation (drop-in for evaluate-v2.0.py)",
+        description="Official evaluation for SQuAD version 2.0: the same arguments, JSON keys and values "
+        "as evaluate-v2.0.py. Files may be local (plain or .gz), https:// or s3://.",
+    )
+    p.add_argument("data_file", metavar="data.json", help="input data JSON file")
+    p.add_argument("pred_file", metavar="pred.json", help="model predictions")
+    p.add_argument("--out-file", "-o", metavar="eval.json", help="write accuracy metrics to file (default is stdout)")
+    p.add_argument("--na-prob-file", "-n", metavar="na_prob.json", help="model estimates of probability of no answer")
+    p.add_argument(
+        "--na-prob-thresh",
+        "-t",
+        type=float,
+        default=1.0,
+        help='predict "" if no-answer probability exceeds this (default = 1.0)',
+    )
+    p.add_argument(
+        "--out-image-dir", "-p", metavar="out_images", default=None, help="save precision-recall curves to directory"
+    )
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="json (default) prints exactly what evaluate-v2.0.py prints; table is for people",
+    )
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from distilqa.metric import evaluate, load_na_probs, load_predictions
+    from distilqa.squad import load_squad
+
+    dataset = load_squad(args.data_file)
+    preds = load_predictions(args.pred_file)
+    na_probs = load_na_probs(args.na_prob_file) if args.na_prob_file else None
+    known = dataset.has_answer()
+    extra = [qid for qid in preds if qid not in known]
+    if extra:
+        print(f"warning: {len(extra)} prediction(s) for ids not in {args.data_file} are ignored", file=sys.stderr)
+    if na_probs is not None:
+        na_probs = {k: v for k, v in na_probs.items() if k in known}
+    out_eval = evaluate(dataset, preds, na_probs, args.na_prob_thresh, args.out_image_dir)
+    if args.out_file:
+        from distilqa import storage
+
+        storage.write_bytes(args.out_file, json.dumps(out_eval).encode())
+    if args.format == "table":
+        print(format_eval_table(out_eval, title=args.pred_file))
+    elif not args.out_file:
+        print(json.dumps(out_eval, indent=2))
+    return 0
+
+
+def format_eval_table(out_eval: dict[str, Any], title: str = "") -> str:
+    rows = [("", "EM", "F1", "questions")]
+    for label, prefix in (("all", ""), ("HasAns", "HasAns_"), ("NoAns", "NoAns_")):
+        if f"{prefix}exact" in out_eval:
+            rows.append(
+                (
+                    label,
+                    f"{out_eval[prefix + 'exact']:.2f}",
+                    f"{out_eval[prefix + 'f1']:.2f}",
+                    str(out_eval[prefix + "total"]),
+                )
+            )
+    if "best_exact" in out_eval:
+        rows.append(("best (tuned)", f"{out_eval['best_exact']:.2f}", f"{out_eval['best_f1']:.2f}", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [title] if title else []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- predict
+
+
+def _add_window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-seq-len", type=int, default=384, help="tokens per window (default 384)")
+    p.add_argument("--doc-stride", type=int, default=128, help="see --stride-mode (default 128)")
+    p.add_argument(
+        "--stride-mode",
+        choices=("step", "overlap"),
+        default="step",
+        help="doc-stride is the step between windows (step, the seed recipe's) or their overlap (overlap, "
+        "transformers' tokenizer stride); default step",
+    )
+    p.add_argument("--max-query-length", type=int, default=64, help="question tokens kept (default 64)")
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-best", type=int, default=20, help="start/end candidates per window (default 20)")
+    p.add_argument("--max-answer-length", type=int, default=30, help="tokens (default 30)")
+    p.add_argument(
+        "--null-score-diff-threshold",
+        type=float,
+        default=0.0,
+        help='answer "" when null score - best span score exceeds this (default 0.0)',
+    )
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="answer every question of a SQuAD file with a QA model",
+        description="Batched inference of a Hugging Face extractive-QA model over a SQuAD 1.1/2.0 file, "
+        "writing the official predictions format.",
+    )
+    p.add_argument("model", help="model directory (or hub id)")
+    p.add_argument("data", help="SQuAD JSON file (local, .gz, https:// or s3://)")
+    p.add_argument("-o", "--output", required=True, help="predictions JSON to write (local or s3://)")
+    p.add_argument("--na-prob-out", help="also write per-question no-answer probabilities (for --na-prob-file)")
+    _add_window_args(p)
+    _add_decode_args(p)
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument("--no-sort", action="store_true", help="pad every window to max-seq-len in input order (slow)")
+    p.add_argument("--limit", type=int, help="only the first N questions (quick checks)")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from distilqa import storage
+    from distilqa.decode import DecodeConfig
+    from distilqa.errors import ConfigError
+    from distilqa.squad import load_squad
+    from distilqa.windows import WindowConfig
+
+    window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
+    decode = DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
+    from distilqa.inference import BatchConfig, QAModel, tqdm_progress
+
+    batch = BatchConfig(args.batch_size, sort_by_length=not args.no_sort)
+    dataset = load_squad(args.data)
+    examples = dataset.examples()[: args.limit]
+    t0 = time.perf_counter()
+    model = QAModel.load(args.model)
+    t1 = time.perf_counter()
+    answers = model.answer(examples, window, decode, batch, progress=tqdm_progress("predict"))
+    t2 = time.perf_counter()
+    preds = {e.id: a.text for e, a in zip(examples, answers, strict=True)}
+    storage.write_bytes(args.output, json.dumps(preds, ensure_ascii=False, indent=1).encode())
+    if args.na_prob_out:
+        na = {e.id: a.na_prob for e, a in zip(examples, answers, strict=True)}
+        storage.write_bytes(args.na_prob_out, json.dumps(na, indent=1).encode())
+    rate = len(examples) / (t2 - t1) if t2 > t1 else float("inf")
+    print(
+        f"predict: {len(examples)} questions in {t2 - t1:.1f}s ({rate:.1f} questions/s; model load {t1 - t0:.1f}s) "
+        f"-> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------- bench
+
+
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="speed benchmarks (figures for the docs)")
+    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bp = bench_sub.add_parser(
+        "predict",
+        help="questions/s of predict for RoBERTa-shaped models, and the time of eval",
+        description="Questions/second of `distilqa predict` on the bundled dev set for randomly initialised "
+        "RoBERTa models (768 wide, 12 heads) of the given depths, with and without length-sorted dynamic "
+        "padding, and the time of `distilqa eval` on all dev questions.",
+    )
+    bp.add_argument("--layers", type=int, nargs="+", default=[6, 12], help="model depths (default 6 12)")
+    bp.add_argument("--limit", type=int, default=400, help="dev questions per measurement (default 400)")
+    bp.add_argument("--batch-size", type=int, default=32)
+    bp.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    bp.add_argument("--work-dir", default=".bench", help="where the random models are built")
+    bp.add_argument("--output", help="also write the results as JSON here")
+    bp.set_defaults(handler=_run_bench_predict)
+    p.set_defaults(handler=lambda a: _need_sub(p, a, "bench"))
+
+
+def _need_sub(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> int:
+    if getattr(args, name, None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _run_bench_predict(args: argparse.Namespace) -> int:
+    from distilqa.bench.predict_speed import run_predict_benchmark
+
+    return run_predict_benchmark(
+        layers=args.layers,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        work_dir=args.work_dir,
+        output=args.output,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

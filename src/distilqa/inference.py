@@ -1,0 +1,159 @@
+"""Run an extractive-QA model over many questions: window, batch, forward, decode.
+
+`QAModel` is the single inference path: `distilqa predict`, the pipeline's evaluation step and the
+KServe predictor all call `QAModel.answer`, so they cannot disagree. Speed comes from sorting
+windows by length and padding each batch only to its own longest window (most SQuAD windows are
+far shorter than max_seq_len), and from tokenizing each distinct context once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilqa.decode import Answer, DecodeConfig, decode_question
+from distilqa.errors import ConfigError, ModelError
+from distilqa.squad import Example
+from distilqa.windows import Feature, WindowConfig, Windower
+
+ProgressFactory = Callable[[int], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    batch_size: int = 32
+    sort_by_length: bool = True  # False = pad every window to max_seq_len, in input order (the naive way)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+class QAModel:
+    """A Hugging Face extractive-QA model with its fast tokenizer, ready to answer questions."""
+
+    def __init__(self, model: Any, tokenizer: Any, source: str = "<memory>") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.source = source
+
+    @classmethod
+    def load(cls, location: str | os.PathLike[str]) -> QAModel:
+        """Load from a local directory or a Hugging Face hub id (hub ids need network access)."""
+        location = os.fspath(location)
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        path = Path(location)
+        if path.exists() and not (path / "config.json").is_file():
+            raise ModelError(f"{location}: not a model directory (no config.json)")
+        if not path.exists() and (location.startswith((".", "/")) or location.count("/") > 1):
+            raise ModelError(f"{location}: no such model directory")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location)
+            model = AutoModelForQuestionAnswering.from_pretrained(location)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{location}: cannot load a question-answering model: {first_line}") from None
+        return cls(model, tokenizer, location)
+
+    def windower(self, config: WindowConfig) -> Windower:
+        return Windower(self.tokenizer, config)
+
+    def logits(
+        self,
+        features: Sequence[Feature],
+        windower: Windower,
+        batch: BatchConfig,
+        progress: ProgressFactory | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start and end logits of every feature, trimmed to the feature's own length, in input order."""
+        import torch
+
+        template = windower.template
+        if batch.sort_by_length:
+            order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids), reverse=True)
+        else:
+            order = list(range(len(features)))
+        fixed_len = None if batch.sort_by_length else windower.config.max_seq_len
+        out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(features)  # type: ignore[list-item]
+        bar = progress(len(features)) if progress else None
+        with torch.inference_mode():
+            for begin in range(0, len(order), batch.batch_size):
+                chunk = order[begin : begin + batch.batch_size]
+                inputs = _pad([features[i] for i in chunk], template.pad_id, fixed_len)
+                result = self.model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+                starts = result.start_logits.float().numpy()
+                ends = result.end_logits.float().numpy()
+                for row, i in enumerate(chunk):
+                    n = len(features[i].input_ids)
+                    out[i] = (starts[row, :n].copy(), ends[row, :n].copy())
+                if bar is not None:
+                    bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def answer(
+        self,
+        examples: Sequence[Example],
+        window: WindowConfig | None = None,
+        decode: DecodeConfig | None = None,
+        batch: BatchConfig | None = None,
+        progress: ProgressFactory | None = None,
+        top_k: int = 1,
+    ) -> list[Answer]:
+        """Answers for `examples`, in order."""
+        window = window or WindowConfig()
+        decode = decode or DecodeConfig()
+        batch = batch or BatchConfig()
+        windower = self.windower(window)
+        features = windower.features([e.question for e in examples], [e.context for e in examples])
+        logits = self.logits(features, windower, batch, progress)
+        grouped: list[list[int]] = [[] for _ in examples]
+        for i, feature in enumerate(features):
+            grouped[feature.example_index].append(i)
+        return [
+            decode_question(
+                example.context,
+                [features[i] for i in idx],
+                [logits[i] for i in idx],
+                decode,
+                windower.template.cls_index,
+                top_k,
+            )
+            for example, idx in zip(examples, grouped, strict=True)
+        ]
+
+
+def _pad(features: Sequence[Feature], pad_id: int, fixed_len: int | None) -> dict[str, np.ndarray]:
+    length = fixed_len or max(len(f.input_ids) for f in features)
+    input_ids = np.full((len(features), length), pad_id, dtype=np.int64)
+    attention = np.zeros((len(features), length), dtype=np.int64)
+    types = np.zeros((len(features), length), dtype=np.int64) if features[0].token_type_ids is not None else None
+    for row, f in enumerate(features):
+        n = len(f.input_ids)
+        input_ids[row, :n] = f.input_ids
+        attention[row, :n] = 1
+        if types is not None:
+            types[row, :n] = f.token_type_ids
+    inputs = {"input_ids": input_ids, "attention_mask": attention}
+    if types is not None:
+        inputs["token_type_ids"] = types
+    return inputs
+
+
+def tqdm_progress(description: str) -> ProgressFactory:
+    """A progress bar on stderr, as every long command shows."""
+
+    def factory(total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=description, unit="window", file=sys.stderr, dynamic_ncols=True)
+
+    return factory

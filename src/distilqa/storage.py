@@ -1,0 +1,115 @@
+"""Read and write bytes at a local path, an http(s):// URL or an s3:// URI.
+
+One place for remote I/O, so the dataset loader, the trainer and the server all accept the same
+kinds of locations. S3 goes through boto3 and therefore honours the standard AWS variables
+(AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION, ...) including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3
+for S3-compatible stores; MLFLOW_S3_ENDPOINT_URL is honoured too, since MLflow deployments set it.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from distilqa.errors import DataError
+
+_HTTP_TIMEOUT_S = 60.0
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("s3://", "http://", "https://"))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key/parts` -> (`bucket`, `key/parts`)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise DataError(f"{uri}: not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def s3_client():
+    """A boto3 S3 client; the endpoint comes from the environment when one is set."""
+    import boto3
+
+    endpoint = (
+        os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    )
+    return boto3.client("s3", endpoint_url=endpoint or None)
+
+
+def read_bytes(uri: str | os.PathLike[str]) -> bytes:
+    """Return the whole content at `uri`; failures become a DataError naming the location."""
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        return _read_s3(uri)
+    if uri.startswith(("http://", "https://")):
+        return _read_http(uri)
+    path = Path(uri)
+    if not path.exists():
+        raise DataError(f"{uri}: no such file")
+    if path.is_dir():
+        raise DataError(f"{uri}: is a directory, expected a file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot read: {exc.strerror or exc}") from None
+
+
+def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `uri` (local path or s3://), creating parent directories locally."""
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        bucket, key = split_s3_uri(uri)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise DataError(f"{uri}: cannot write: {exc}") from None
+        return
+    if is_remote(uri):
+        raise DataError(f"{uri}: writing over http(s) is not supported")
+    path = Path(uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # never leave a half-written file under the real name
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot write: {exc.strerror or exc}") from None
+
+
+def _read_s3(uri: str) -> bytes:
+    bucket, key = split_s3_uri(uri)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = s3_client().get_object(Bucket=bucket, Key=key)
+        return response["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise DataError(f"{uri}: no such object") from None
+        if code in ("NoSuchBucket",):
+            raise DataError(f"{uri}: no such bucket") from None
+        raise DataError(f"{uri}: cannot read: {exc}") from None
+    except BotoCoreError as exc:
+        raise DataError(f"{uri}: cannot read: {exc}") from None
+
+
+def _read_http(uri: str) -> bytes:
+    request = urllib.request.Request(uri, headers={"User-Agent": "distilqa"})
+    try:
+        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{uri}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"{uri}: cannot fetch: {reason}") from None
