@@ -13,7 +13,9 @@ fi
 if [ ! -x .venv/bin/uv ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
 fi
-UV=(.venv/bin/uv pip install --python .venv/bin/python --quiet)
+# Compile bytecode at install time: with PYTHONDONTWRITEBYTECODE set (common in containers and CI),
+# Python would otherwise recompile transformers on every start-up (seconds per command).
+UV=(.venv/bin/uv pip install --python .venv/bin/python --quiet --compile-bytecode)
 
 find_links=()
 if [ -d /opt/wheels ]; then
@@ -30,5 +32,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constr
     echo "setup: installing distilqa and its dependencies into .venv"
     "${UV[@]}" "${find_links[@]}" -c requirements/constraints.txt -e ".[dev]"
     touch "$stamp"
+fi
+if [ ! -f .venv/.bytecode-compiled ]; then
+    echo "setup: compiling bytecode (once)"
+    site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    .venv/bin/python -m compileall -q -j 0 "$site" >/dev/null || true
+    touch .venv/.bytecode-compiled
 fi
 .venv/bin/distilqa --version

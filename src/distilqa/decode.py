@@ -33,7 +33,9 @@ class DecodeConfig:
         if not isinstance(self.null_score_diff_threshold, int | float) or not math.isfinite(
             self.null_score_diff_threshold
         ):
-            raise ConfigError(f"null_score_diff_threshold must be a finite number, got {self.null_score_diff_threshold!r}")
+            raise ConfigError(
+                f"null_score_diff_threshold must be a finite number, got {self.null_score_diff_threshold!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

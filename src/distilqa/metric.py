@@ -54,9 +54,7 @@ def compute_f1(a_gold: str, a_pred: str) -> float:
     return (2 * precision * recall) / (precision + recall)
 
 
-def get_raw_scores(
-    gold: Mapping[str, list[str]], preds: Mapping[str, str]
-) -> tuple[dict[str, int], dict[str, float]]:
+def get_raw_scores(gold: Mapping[str, list[str]], preds: Mapping[str, str]) -> tuple[dict[str, int], dict[str, float]]:
     """Per-question EM and F1, each the max over the gold answers ("" for unanswerable)."""
     exact_scores: dict[str, int] = {}
     f1_scores: dict[str, float] = {}
@@ -219,15 +217,13 @@ def load_predictions(uri: str | os.PathLike[str]) -> dict[str, str]:
     obj = read_json(uri)
     if not isinstance(obj, dict):
         raise DataError(
-            f"{uri}: predictions must be a JSON object mapping question id to answer text, "
-            f"got a {type(obj).__name__}"
+            f"{uri}: predictions must be a JSON object mapping question id to answer text, got a {type(obj).__name__}"
         )
     bad = [(k, v) for k, v in obj.items() if not isinstance(v, str)]
     if bad:
         qid, value = bad[0]
         raise DataError(
-            f"{uri}: {len(bad)} prediction(s) are not strings; question {qid}: "
-            f"{type(value).__name__} {_short(value)}"
+            f"{uri}: {len(bad)} prediction(s) are not strings; question {qid}: {type(value).__name__} {_short(value)}"
         )
     return obj
 
@@ -241,7 +237,9 @@ def load_na_probs(uri: str | os.PathLike[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for qid, value in obj.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise DataError(f"{uri}: question {qid}: no-answer probability must be a finite number, got {_short(value)}")
+            raise DataError(
+                f"{uri}: question {qid}: no-answer probability must be a finite number, got {_short(value)}"
+            )
         out[qid] = value
     return out
 
@@ -252,8 +250,7 @@ def _check_coverage(source: str, has_ans: Mapping[str, bool], given: Iterable[st
     if missing:
         shown = ", ".join(missing[:5])
         raise DataError(
-            f"{what} are missing for {len(missing)} of the {len(has_ans)} questions in {source} "
-            f"(first: {shown})"
+            f"{what} are missing for {len(missing)} of the {len(has_ans)} questions in {source} (first: {shown})"
         )
 
 

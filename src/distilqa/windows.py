@@ -211,7 +211,5 @@ class Windower:
             if answer_tokens is not None and start <= answer_tokens[0] and answer_tokens[1] < end:
                 s_pos = context_start + answer_tokens[0] - start
                 e_pos = context_start + answer_tokens[1] - start
-            features.append(
-                Feature(example_index, ids, types, context_start, ctx_offsets[start:end], s_pos, e_pos)
-            )
+            features.append(Feature(example_index, ids, types, context_start, ctx_offsets[start:end], s_pos, e_pos))
         return features

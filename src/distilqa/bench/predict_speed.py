@@ -72,7 +72,11 @@ def run_predict_benchmark(
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
         f"{torch.get_num_threads()}, torch {torch.__version__}",
         "batch_size": batch_size,
-        "window": {"max_seq_len": window.max_seq_len, "doc_stride": window.doc_stride, "stride_mode": window.stride_mode},
+        "window": {
+            "max_seq_len": window.max_seq_len,
+            "doc_stride": window.doc_stride,
+            "stride_mode": window.stride_mode,
+        },
         "predict": results,
         "eval": eval_timing,
     }
@@ -91,7 +95,16 @@ def _time_eval(dataset: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pred_file = Path(tmp) / "pred.json"
         pred_file.write_text(json.dumps(preds))
-        cmd = [sys.executable, "-m", "distilqa.cli", "eval", str(DEFAULT_DEV_SET), str(pred_file), "-o", str(Path(tmp) / "e.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "distilqa.cli",
+            "eval",
+            str(DEFAULT_DEV_SET),
+            str(pred_file),
+            "-o",
+            str(Path(tmp) / "e.json"),
+        ]
         runs = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -113,5 +126,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['questions']} | {r['windows']} | {r['mean_window_tokens']} | {r['seconds']} | {r['questions_per_s']} |"
         )
     e = report["eval"]
-    lines += ["", f"distilqa eval on {e['questions']} questions: {e['seconds_best_of_3']} s (best of 3, start-up included)"]
+    lines += [
+        "",
+        f"distilqa eval on {e['questions']} questions: {e['seconds_best_of_3']} s (best of 3, start-up included)",
+    ]
     return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""`distilqa predict` answers exactly as the standard decoding does on an unbatched forward pass."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distilqa.decode import DecodeConfig
+from distilqa.inference import BatchConfig, QAModel
+from distilqa.squad import load_squad
+from distilqa.windows import WindowConfig
+from tests.conftest import assert_clean_failure, run_cli
+
+MAX_SEQ_LEN = 256  # about half of the slice fits one window; the rest needs several
+
+
+def reference_single_window(model_dir, dataset):
+    """Question id -> (best span text, null - best) for the questions that fit one window, computed the plain way:
+    one unpadded forward pass per question, then every (start, end) among the top-20 starts and ends."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    out = {}
+    for _, p, qa in dataset.iter_questions():
+        question = qa.question.lstrip()
+        if len(tok(question, add_special_tokens=False)["input_ids"]) > 64:
+            continue
+        enc = tok(question, p.context, return_offsets_mapping=True)
+        if len(enc["input_ids"]) > MAX_SEQ_LEN:
+            continue
+        inputs = {k: torch.tensor([enc[k]]) for k in tok.model_input_names}
+        with torch.inference_mode():
+            result = model(**inputs)
+        s, e = result.start_logits[0].numpy(), result.end_logits[0].numpy()
+        ctx = [i for i, sid in enumerate(enc.sequence_ids()) if sid == 1]
+        top_s, top_e = set(np.argsort(s)[-20:].tolist()), set(np.argsort(e)[-20:].tolist())
+        best = None
+        for i in ctx:
+            for j in ctx:
+                if i in top_s and j in top_e and i <= j < i + 30:
+                    score = float(s[i]) + float(e[j])
+                    if best is None or score > best[0]:
+                        best = (score, enc["offset_mapping"][i][0], enc["offset_mapping"][j][1])
+        null = float(s[0]) + float(e[0])
+        diff = null - best[0]
+        out[qa.id] = (p.context[best[1] : best[2]], diff)
+    return out
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_roberta_dir", "tiny_bert_dir"])
+def test_predict_cli_equals_standard_decoding(request, model_fixture, dev_slice_file, tmp_path):
+    model_dir = request.getfixturevalue(model_fixture)
+    dataset = load_squad(dev_slice_file)
+    ref = reference_single_window(model_dir, dataset)
+    assert len(ref) >= 40, "too few single-window questions to mean anything"
+    assert len(ref) < dataset.num_questions, "no multi-window question in the slice"
+    diffs = sorted(d for _, d in ref.values())
+    median = diffs[len(diffs) // 2]
+    # thresholds: the default, and midpoints between neighbouring diffs, so decisions flip but no tie is near
+    i = len(diffs) // 4
+    thresholds = [0.0, (diffs[i] + diffs[i + 1]) / 2, (median + diffs[len(diffs) // 2 + 1]) / 2]
+    for n, threshold in enumerate(thresholds):
+        pred_file, na_file = tmp_path / f"pred{n}.json", tmp_path / f"na{n}.json"
+        result = run_cli(
+            "predict", str(model_dir), str(dev_slice_file), "-o", str(pred_file), "--na-prob-out", str(na_file),
+            "--max-seq-len", str(MAX_SEQ_LEN), "--doc-stride", "64", "--batch-size", "7",
+            "--null-score-diff-threshold", repr(threshold),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        preds, na_probs = json.loads(pred_file.read_text()), json.loads(na_file.read_text())
+        assert set(preds) == set(na_probs) == set(dataset.has_answer())
+        want = {qid: "" if diff > threshold else span for qid, (span, diff) in ref.items()}
+        mismatches = {qid: (preds[qid], text) for qid, text in want.items() if preds[qid] != text}
+        assert not mismatches, mismatches
+        if n:  # a threshold that splits the questions really changes answers
+            answered = sum(1 for qid in ref if preds[qid])
+            assert 0 < answered < len(ref)
+        for qid, (_, diff) in ref.items():
+            assert na_probs[qid] == pytest.approx(1 / (1 + math.exp(-diff)), abs=1e-5)
+    # the predictions are a valid input to the official metric
+    scored = run_cli("eval", str(dev_slice_file), str(tmp_path / "pred0.json"), "-n", str(tmp_path / "na0.json"))
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["total"] == dataset.num_questions
+
+
+def test_dynamic_padding_does_not_change_answers(tiny_roberta_dir, dev_slice_file):
+    model = QAModel.load(tiny_roberta_dir)
+    examples = load_squad(dev_slice_file).examples()
+    window = WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64)
+    sorted_ = model.answer(examples, window, DecodeConfig(), BatchConfig(16, sort_by_length=True))
+    padded = model.answer(examples, window, DecodeConfig(), BatchConfig(5, sort_by_length=False))
+    assert [a.text for a in sorted_] == [a.text for a in padded]
+    assert np.allclose([a.null_score for a in sorted_], [a.null_score for a in padded], atol=1e-4)
+
+
+def test_predict_rejects_bad_arguments(tiny_roberta_dir, dev_slice_file, tmp_path):
+    out = str(tmp_path / "p.json")
+    assert_clean_failure(
+        run_cli("predict", str(tmp_path / "no-model"), str(dev_slice_file), "-o", out), "no-model", "no such model"
+    )
+    (tmp_path / "empty").mkdir()
+    assert_clean_failure(run_cli("predict", str(tmp_path / "empty"), str(dev_slice_file), "-o", out), "config.json")
+    assert_clean_failure(
+        run_cli("predict", str(tiny_roberta_dir), str(dev_slice_file), "-o", out, "--doc-stride", "400"), "doc_stride"
+    )
+    assert_clean_failure(
+        run_cli("predict", str(tiny_roberta_dir), str(dev_slice_file), "-o", out, "--batch-size", "0"), "batch_size"
+    )
+    assert_clean_failure(
+        run_cli("predict", str(tiny_roberta_dir), str(tmp_path / "x.json"), "-o", out), "x.json", "no such file"
+    )
+    assert not (tmp_path / "p.json").exists()  # nothing half-written
