@@ -12,10 +12,12 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from distilqa import __version__
 from distilqa.errors import DistilqaError
+from distilqa.progress import progress_bar
 
 EXIT_USAGE = 2
 
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_eval(sub)
     _add_predict(sub)
+    _add_serve(sub)
+    _add_augment(sub)
     _add_bench(sub)
     return parser
 
@@ -125,7 +129,11 @@ def format_eval_table(out_eval: dict[str, Any], title: str = "") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [title] if title else []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(
+                cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -165,9 +173,15 @@ def _add_predict(sub: Any) -> None:
         description="Batched inference of a Hugging Face extractive-QA model over a SQuAD 1.1/2.0 file, "
         "writing the official predictions format.",
     )
-    p.add_argument("model", help="model directory (or hub id)")
-    p.add_argument("data", help="SQuAD JSON file (local, .gz, https:// or s3://)")
-    p.add_argument("-o", "--output", required=True, help="predictions JSON to write (local or s3://)")
+    p.add_argument("model", nargs="?", help="model directory (or hub id)")
+    p.add_argument("data", nargs="?", help="SQuAD JSON file (local, .gz, https:// or s3://)")
+    p.add_argument("-o", "--output", help="predictions JSON to write (local or s3://)")
+    client = p.add_argument_group("client mode: ask a running `distilqa serve` instead of a local model")
+    client.add_argument("--url", help="server base URL, e.g. http://127.0.0.1:8080")
+    client.add_argument("--question")
+    client.add_argument("--context")
+    client.add_argument("--model-name", default="distilqa", help="the served model's name (default distilqa)")
+    client.add_argument("--top-k", type=int, default=1)
     p.add_argument("--na-prob-out", help="also write per-question no-answer probabilities (for --na-prob-file)")
     _add_window_args(p)
     _add_decode_args(p)
@@ -178,9 +192,16 @@ def _add_predict(sub: Any) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    if args.url:
+        return _run_predict_client(args)
+    from distilqa.errors import ConfigError
+
+    if not (args.model and args.data and args.output):
+        raise ConfigError(
+            "give MODEL DATA -o PRED.json (batch mode), or --url URL --question Q --context C (client mode)"
+        )
     from distilqa import storage
     from distilqa.decode import DecodeConfig
-    from distilqa.errors import ConfigError
     from distilqa.squad import load_squad
     from distilqa.windows import WindowConfig
 
@@ -188,7 +209,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     decode = DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
-    from distilqa.inference import BatchConfig, QAModel, tqdm_progress
+    from distilqa.inference import BatchConfig, QAModel
 
     batch = BatchConfig(args.batch_size, sort_by_length=not args.no_sort)
     dataset = load_squad(args.data)
@@ -196,7 +217,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = QAModel.load(args.model)
     t1 = time.perf_counter()
-    answers = model.answer(examples, window, decode, batch, progress=tqdm_progress("predict"))
+    answers = model.answer(examples, window, decode, batch, progress=progress_bar("predict", "window"))
     t2 = time.perf_counter()
     preds = {e.id: a.text for e, a in zip(examples, answers, strict=True)}
     storage.write_bytes(args.output, json.dumps(preds, ensure_ascii=False, indent=1).encode())
@@ -208,6 +229,173 @@ def _run_predict(args: argparse.Namespace) -> int:
         f"predict: {len(examples)} questions in {t2 - t1:.1f}s ({rate:.1f} questions/s; model load {t1 - t0:.1f}s) "
         f"-> {args.output}",
         file=sys.stderr,
+    )
+    return 0
+
+
+def _run_predict_client(args: argparse.Namespace) -> int:
+    from distilqa.errors import ConfigError
+    from distilqa.serving.client import ask
+
+    if args.model or args.data:
+        raise ConfigError("--url asks a server: do not also give MODEL or DATA")
+    if not args.question or not args.context:
+        raise ConfigError("--url needs --question and --context")
+    parameters = {"null_score_diff_threshold": args.null_score_diff_threshold, "max_answer_length": args.max_answer_length,
+                  "top_k": args.top_k}  # fmt: skip
+    result = ask(args.url, [{"question": args.question, "context": args.context}], args.model_name, parameters)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- serve
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a QA model with KServe (V1 and V2 protocols)",
+        description="Start a KServe model server for an extractive-QA model directory. Binds loopback by default.",
+    )
+    p.add_argument("model", help="model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--name", default="distilqa", help="model name in the URLs (default distilqa)")
+    _add_window_args(p)
+    _add_decode_args(p)
+    p.add_argument("--max-batch-size", type=int, default=32, help="questions per micro-batch (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for company (default 5)")
+    p.add_argument("--windows-per-forward", type=int, default=32)
+    p.add_argument("--max-instances", type=int, default=64, help="questions per request (default 64)")
+    p.add_argument("--max-context-chars", type=int, default=100_000)
+    p.add_argument("--price-per-second", type=float, default=0.0, help="compute price, reported per response")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from distilqa.decode import DecodeConfig
+    from distilqa.errors import ConfigError
+    from distilqa.serving.batching import BatchingConfig
+    from distilqa.serving.requests import Limits
+    from distilqa.serving.settings import ServeSettings
+    from distilqa.windows import WindowConfig
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
+    for flag in ("max_batch_size", "windows_per_forward", "max_instances", "max_context_chars"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if not 0 <= args.max_wait_ms <= 10_000 or args.price_per_second < 0:
+        raise ConfigError("--max-wait-ms must be within [0, 10000] and --price-per-second not negative")
+    settings = ServeSettings(
+        window=WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length),
+        decode=DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold),
+        batching=BatchingConfig(args.max_batch_size, args.max_wait_ms / 1000.0),
+        limits=Limits(max_instances=args.max_instances, max_context_chars=args.max_context_chars),
+        windows_per_forward=args.windows_per_forward,
+        price_per_second=args.price_per_second,
+    )
+    from distilqa.serving.server import serve
+
+    serve(args.model, host=args.host, port=args.port, name=args.name, settings=settings)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- augment
+
+
+def _add_augment(sub: Any) -> None:
+    p = sub.add_parser(
+        "augment",
+        help="TinyBERT data augmentation of a SQuAD file (answers preserved)",
+        description="Write the input plus N augmented copies of every paragraph: words outside answers, "
+        "stop-words and non-alphabetic tokens are replaced with probability p by one of K candidates. "
+        "Candidates: --mlm-model (masked LM; other words fall back to --glove or the MLM's embeddings), "
+        "--glove (GloVe text file), or --embeddings-model (nearest tokens in a model's input embeddings).",
+    )
+    p.add_argument("input", help="SQuAD JSON (local, .gz, https:// or s3://)")
+    p.add_argument("output", help="SQuAD JSON to write (.json or .json.gz; local or s3://)")
+    p.add_argument("--factor", type=int, default=20, help="augmented copies per paragraph (default 20)")
+    p.add_argument("--replace-prob", type=float, default=0.4, help="per-word replacement probability (default 0.4)")
+    p.add_argument("--candidates", type=int, default=15, help="K candidates per word (default 15)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shard", default="1/1", help="i/n: only the i-th of n shards (1-based); merge with augment-merge")
+    p.add_argument("--mlm-model", help="masked-LM model directory")
+    p.add_argument("--glove", help="GloVe vectors (text format, most frequent words first)")
+    p.add_argument(
+        "--glove-vocab", type=int, default=100_000, help="read only the first V GloVe words (default 100000)"
+    )
+    p.add_argument("--embeddings-model", help="model directory whose input embeddings give neighbours")
+    p.add_argument(
+        "--masks-per-copy",
+        type=int,
+        default=8,
+        help="MLM: words masked together in one copy (default 8; 1 = one copy per word)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="MLM: masked copies per forward pass (default 64)")
+    p.add_argument("--stats", help="stats JSON to write (default: next to OUTPUT, .stats.json)")
+    p.set_defaults(handler=_run_augment)
+
+    m = sub.add_parser("augment-merge", help="concatenate augment shards 1..n into one SQuAD file")
+    m.add_argument("output")
+    m.add_argument("shards", nargs="+", help="shard files in order 1..n")
+    m.set_defaults(handler=_run_augment_merge)
+
+
+def _run_augment(args: argparse.Namespace) -> int:
+    from distilqa import storage
+    from distilqa.augment.augment import AugmentConfig, Shard, augment_dataset
+    from distilqa.errors import ConfigError
+    from distilqa.squad import load_squad, write_squad
+
+    config = AugmentConfig(args.factor, args.replace_prob, args.candidates, args.seed)
+    shard = Shard.parse(args.shard)
+    if not (args.mlm_model or args.glove or args.embeddings_model):
+        raise ConfigError("name a candidate source: --mlm-model DIR, --glove FILE or --embeddings-model DIR")
+    if args.embeddings_model and (args.mlm_model or args.glove):
+        raise ConfigError("--embeddings-model is a source of its own: do not combine it with --mlm-model or --glove")
+    dataset = load_squad(args.input)
+    source = _candidate_source(args)
+    result, stats = augment_dataset(dataset, config, source, shard, progress_bar("augment", "paragraph"))
+    write_squad(result, args.output)
+    stats_path = args.stats or _stats_path(args.output)
+    report = {"input": args.input, "output": args.output, "source": source.name, "config": asdict(config)}
+    storage.write_bytes(stats_path, json.dumps({**report, **stats.to_json()}, indent=2).encode())
+    print(
+        f"augment: shard {stats.shard}: {stats.paragraphs_in} paragraphs -> {stats.paragraphs_out}, "
+        f"{stats.questions_out} questions, {sum(stats.replacements_by_source.values())} replacements "
+        f"in {stats.seconds_total:.1f}s -> {args.output} (stats: {stats_path})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _candidate_source(args: argparse.Namespace) -> Any:
+    from distilqa.augment.sources import EmbeddingSource, GloveSource, MLMSource
+
+    glove = GloveSource(args.glove, args.glove_vocab) if args.glove else None
+    if args.mlm_model:
+        return MLMSource(args.mlm_model, fallback=glove, masks_per_copy=args.masks_per_copy, batch_size=args.batch_size)
+    if glove is not None:
+        return glove
+    return EmbeddingSource(args.embeddings_model)
+
+
+def _stats_path(output: str) -> str:
+    for suffix in (".json.gz", ".json", ".gz"):
+        if output.endswith(suffix):
+            return output[: -len(suffix)] + ".stats.json"
+    return output + ".stats.json"
+
+
+def _run_augment_merge(args: argparse.Namespace) -> int:
+    from distilqa.augment.augment import merge_shards
+    from distilqa.squad import load_squad, write_squad
+
+    merged = merge_shards([load_squad(s) for s in args.shards])
+    write_squad(merged, args.output)
+    print(
+        f"augment-merge: {len(args.shards)} shards, {merged.num_questions} questions -> {args.output}", file=sys.stderr
     )
     return 0
 
@@ -232,6 +420,21 @@ def _add_bench(sub: Any) -> None:
     bp.add_argument("--work-dir", default=".bench", help="where the random models are built")
     bp.add_argument("--output", help="also write the results as JSON here")
     bp.set_defaults(handler=_run_bench_predict)
+    ba = bench_sub.add_parser(
+        "augment",
+        help="paragraphs/s of MLM augmentation against the straightforward baseline",
+        description="Paragraphs/second, peak memory and candidate agreement of masked-LM augmentation: "
+        "Haystack-style baseline vs distilqa (exact: one mask per copy; fast: 8 masks per copy), same MLM, "
+        "same dev paragraphs.",
+    )
+    ba.add_argument("--paragraphs", type=int, default=200)
+    ba.add_argument("--candidates", type=int, default=15)
+    ba.add_argument(
+        "--variants", nargs="+", default=["baseline", "exact", "fast"], choices=["baseline", "exact", "fast"]
+    )
+    ba.add_argument("--work-dir", default=".bench")
+    ba.add_argument("--output", help="also write the results as JSON here")
+    ba.set_defaults(handler=_run_bench_augment)
     p.set_defaults(handler=lambda a: _need_sub(p, a, "bench"))
 
 
@@ -253,6 +456,12 @@ def _run_bench_predict(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         output=args.output,
     )
+
+
+def _run_bench_augment(args: argparse.Namespace) -> int:
+    from distilqa.bench.augment_speed import run_augment_benchmark
+
+    return run_augment_benchmark(args.paragraphs, args.candidates, args.work_dir, args.output, args.variants)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ far shorter than max_seq_len), and from tokenizing each distinct context once.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ import numpy as np
 
 from distilqa.decode import Answer, DecodeConfig, decode_question
 from distilqa.errors import ConfigError, ModelError
+from distilqa.progress import ProgressFactory
 from distilqa.squad import Example
 from distilqa.windows import Feature, WindowConfig, Windower
-
-ProgressFactory = Callable[[int], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +101,22 @@ class QAModel:
         self,
         examples: Sequence[Example],
         window: WindowConfig | None = None,
-        decode: DecodeConfig | None = None,
+        decode: DecodeConfig | Sequence[DecodeConfig] | None = None,
         batch: BatchConfig | None = None,
         progress: ProgressFactory | None = None,
-        top_k: int = 1,
+        top_k: int | Sequence[int] = 1,
     ) -> list[Answer]:
-        """Answers for `examples`, in order."""
+        """Answers for `examples`, in order.
+
+        `decode` and `top_k` may be given per example: the server batches questions of requests
+        that asked for different thresholds or answer counts into one forward pass.
+        """
         window = window or WindowConfig()
         decode = decode or DecodeConfig()
+        decodes = [decode] * len(examples) if isinstance(decode, DecodeConfig) else list(decode)
+        top_ks = [top_k] * len(examples) if isinstance(top_k, int) else list(top_k)
+        if len(decodes) != len(examples) or len(top_ks) != len(examples):
+            raise ValueError("one decode setting and one top_k per example")
         batch = batch or BatchConfig()
         windower = self.windower(window)
         features = windower.features([e.question for e in examples], [e.context for e in examples])
@@ -123,11 +129,11 @@ class QAModel:
                 example.context,
                 [features[i] for i in idx],
                 [logits[i] for i in idx],
-                decode,
+                decodes[n],
                 windower.template.cls_index,
-                top_k,
+                top_ks[n],
             )
-            for example, idx in zip(examples, grouped, strict=True)
+            for n, (example, idx) in enumerate(zip(examples, grouped, strict=True))
         ]
 
 
@@ -146,14 +152,3 @@ def _pad(features: Sequence[Feature], pad_id: int, fixed_len: int | None) -> dic
     if types is not None:
         inputs["token_type_ids"] = types
     return inputs
-
-
-def tqdm_progress(description: str) -> ProgressFactory:
-    """A progress bar on stderr, as every long command shows."""
-
-    def factory(total: int) -> Any:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=description, unit="window", file=sys.stderr, dynamic_ncols=True)
-
-    return factory

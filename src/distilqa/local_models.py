@@ -81,9 +81,20 @@ def train_tokenizer(
     return out
 
 
-def random_qa_model(
+def random_qa_model(tokenizer_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], **shape: int) -> Path:
+    """A randomly initialised extractive-QA model matching the tokenizer (RoBERTa for BPE, BERT for WordPiece)."""
+    return random_model(tokenizer_dir, out_dir, "qa", **shape)
+
+
+def random_mlm_model(tokenizer_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], **shape: int) -> Path:
+    """A randomly initialised masked LM matching the tokenizer."""
+    return random_model(tokenizer_dir, out_dir, "mlm", **shape)
+
+
+def random_model(
     tokenizer_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    head: Literal["qa", "mlm"],
     *,
     num_layers: int = 2,
     hidden_size: int = 64,
@@ -91,15 +102,9 @@ def random_qa_model(
     intermediate_size: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """A randomly initialised extractive-QA model matching the tokenizer (RoBERTa for BPE, BERT for WordPiece)."""
     import torch
-    from transformers import (
-        AutoTokenizer,
-        BertConfig,
-        BertForQuestionAnswering,
-        RobertaConfig,
-        RobertaForQuestionAnswering,
-    )
+    import transformers
+    from transformers import AutoTokenizer, BertConfig, RobertaConfig
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     common = dict(
@@ -111,8 +116,10 @@ def random_qa_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
+    suffix = {"qa": "ForQuestionAnswering", "mlm": "ForMaskedLM"}[head]
     if "token_type_ids" in tokenizer.model_input_names:
-        model = BertForQuestionAnswering(BertConfig(max_position_embeddings=512, type_vocab_size=2, **common))
+        config = BertConfig(max_position_embeddings=512, type_vocab_size=2, **common)
+        model = getattr(transformers, "Bert" + suffix)(config)
     else:
         config = RobertaConfig(
             max_position_embeddings=514,
@@ -121,7 +128,7 @@ def random_qa_model(
             eos_token_id=tokenizer.sep_token_id,
             **common,
         )
-        model = RobertaForQuestionAnswering(config)
+        model = getattr(transformers, "Roberta" + suffix)(config)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -31,7 +31,7 @@ def _features(rng, starts, window_len, context_start=4):
 
 def _brute_force(feats, logits, config):
     best, null = None, math.inf
-    for f, (s, e) in zip(feats, logits):
+    for f, (s, e) in zip(feats, logits, strict=True):
         null = min(null, float(s[0]) + float(e[0]))
         top_s = set(np.argsort(s)[::-1][: config.n_best].tolist())
         top_e = set(np.argsort(e)[::-1][: config.n_best].tolist())

@@ -42,7 +42,7 @@ Proposal = tuple[str, list[str]]  # (source name, candidates best first)
 class CandidateSource(ABC):
     name: str
 
-    def prepare(self, jobs: Sequence[ParagraphJob], k: int) -> None:
+    def prepare(self, jobs: Sequence[ParagraphJob], k: int) -> None:  # noqa: B027 (optional hook)
         """See the whole input once before any group is proposed (static sources compute here)."""
 
     @abstractmethod
@@ -114,8 +114,8 @@ class GloveSource(StaticSource):
         try:
             with open(self.path, encoding="utf-8", errors="strict") as f:
                 for lineno, line in enumerate(f, 1):
-                    if len(words) >= vocab_size:
-                        break  # streamed: the rest of the file is never read
+                    if lineno > vocab_size:
+                        break  # the V most frequent words are the first V lines; the rest is never read
                     parts = line.rstrip().split(" ")
                     if dim is None:
                         dim = len(parts) - 1
@@ -329,21 +329,22 @@ class MLMSource(CandidateSource):
                     logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, cols]
                 logits = logits.float()
                 for n, (p, w, original) in enumerate(where):
-                    word = jobs[p].words[w]
-                    # propose words of the same kind: after a space (Ġword) when the original was
-                    scores = logits[n] + self.allowed[self.vocab.spaced[original]]
-                    top = scores.topk(min(k + 1, scores.shape[0])).indices.tolist()
-                    picked = []
-                    for t in top:
-                        if scores[t] == float("-inf"):
-                            break
-                        surface = self.vocab.surface[t]
-                        if surface.lower() != word.text.lower():
-                            picked.append(surface)
-                        if len(picked) == k:
-                            break
-                    proposals[p][w] = (self.name, picked)
+                    proposals[p][w] = (self.name, self.pick(logits[n], original, jobs[p].words[w].text, k))
         return proposals
+
+    def pick(self, logits: Any, original_token: int, word: str, k: int) -> list[str]:
+        """The k best whole-word predictions of the original's kind (after a space or not), not the word itself."""
+        scores = logits + self.allowed[self.vocab.spaced[original_token]]
+        picked: list[str] = []
+        for t in scores.topk(min(k + 1, scores.shape[0])).indices.tolist():
+            if scores[t] == float("-inf"):
+                break
+            surface = self.vocab.surface[t]
+            if surface.lower() != word.lower():
+                picked.append(surface)
+            if len(picked) == k:
+                break
+        return picked
 
 
 def _load(model_dir: str, auto_class: str) -> tuple[Any, Any]:

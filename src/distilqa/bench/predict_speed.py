@@ -26,8 +26,9 @@ def run_predict_benchmark(
 ) -> int:
     import torch
 
-    from distilqa.inference import BatchConfig, QAModel, tqdm_progress
+    from distilqa.inference import BatchConfig, QAModel
     from distilqa.local_models import random_qa_model, train_tokenizer
+    from distilqa.progress import progress_bar
     from distilqa.windows import WindowConfig
 
     if threads:
@@ -53,7 +54,7 @@ def run_predict_benchmark(
         for sort in (True, False):
             batch = BatchConfig(batch_size, sort_by_length=sort)
             t0 = time.perf_counter()
-            model.answer(examples, window, batch=batch, progress=tqdm_progress(f"{depth}L sort={sort}"))
+            model.answer(examples, window, batch=batch, progress=progress_bar(f"{depth}L sort={sort}", "window"))
             seconds = time.perf_counter() - t0
             results.append(
                 {

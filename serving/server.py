@@ -1,0 +1,35 @@
+"""Start the predictor in kserve's ModelServer, bound where the user says.
+
+kserve's REST server hard-codes host 0.0.0.0 and parses sys.argv when imported; a laptop or CI
+run should listen on loopback only, and our own command-line flags are not kserve's. Both are
+handled here, in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from distilqa.serving.settings import ServeSettings
+
+
+def serve(model_location: str, *, host: str = "127.0.0.1", port: int = 8080, name: str = "distilqa",
+          settings: ServeSettings | None = None) -> None:  # fmt: skip
+    argv, sys.argv = sys.argv, sys.argv[:1]  # kserve parses sys.argv at import time
+    try:
+        import kserve
+        from kserve import model_server
+    finally:
+        sys.argv = argv
+
+    class HostRESTServer(model_server.RESTServer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+    model_server.RESTServer = HostRESTServer
+    from distilqa.serving.predictor import QAPredictor
+
+    predictor = QAPredictor(name, model_location, settings)
+    predictor.load()
+    print(f"distilqa serve: model {name!r} ready on http://{host}:{port}", file=sys.stderr, flush=True)
+    kserve.ModelServer(http_port=port, enable_grpc=False, workers=1).start([predictor])

@@ -1,0 +1,20 @@
+"""Progress bars on stderr for every long-running step (stdout stays clean for results)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+ProgressFactory = Callable[[int], Any]
+
+
+def progress_bar(description: str, unit: str = "it") -> ProgressFactory:
+    """A factory: given a total, it returns a tqdm bar with .update(n) and .close()."""
+
+    def factory(total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    return factory
