@@ -40,7 +40,7 @@ class QAPredictor(kserve.Model):
         self.batcher: MicroBatcher | None = None
 
     def load(self) -> bool:
-        self.qa = QAModel.load(self.model_location)
+        self.qa = QAModel.load(self.model_location, self.settings.precision)
         self.batcher = MicroBatcher(self._run, self.settings.batching, on_batch=_observe)
         self._run([(WARMUP, Options(self.settings.decode))])  # ready only once a real inference has run
         self.ready = True

@@ -166,6 +166,16 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="fp32",
+        help="fp32 (default), bf16 weights, int8 dynamically quantised Linear layers, or auto (bf16 where the "
+        "CPU has native bf16, else fp32); predict and serve give identical answers at the same precision",
+    )
+
+
 def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
@@ -187,6 +197,7 @@ def _add_predict(sub: Any) -> None:
     _add_decode_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     p.add_argument("--no-sort", action="store_true", help="pad every window to max-seq-len in input order (slow)")
+    _add_precision_arg(p)
     p.add_argument("--limit", type=int, help="only the first N questions (quick checks)")
     p.set_defaults(handler=_run_predict)
 
@@ -215,7 +226,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     dataset = load_squad(args.data)
     examples = dataset.examples()[: args.limit]
     t0 = time.perf_counter()
-    model = QAModel.load(args.model)
+    model = QAModel.load(args.model, args.precision)
     t1 = time.perf_counter()
     answers = model.answer(examples, window, decode, batch, progress=progress_bar("predict", "window"))
     t2 = time.perf_counter()
@@ -226,7 +237,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         storage.write_bytes(args.na_prob_out, json.dumps(na, indent=1).encode())
     rate = len(examples) / (t2 - t1) if t2 > t1 else float("inf")
     print(
-        f"predict: {len(examples)} questions in {t2 - t1:.1f}s ({rate:.1f} questions/s; model load {t1 - t0:.1f}s) "
+        f"predict: {len(examples)} questions in {t2 - t1:.1f}s ({rate:.1f} questions/s, {model.precision}; "
+        f"model load {t1 - t0:.1f}s) "
         f"-> {args.output}",
         file=sys.stderr,
     )
@@ -269,6 +281,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-instances", type=int, default=64, help="questions per request (default 64)")
     p.add_argument("--max-context-chars", type=int, default=100_000)
     p.add_argument("--price-per-second", type=float, default=0.0, help="compute price, reported per response")
+    _add_precision_arg(p)
     p.set_defaults(handler=_run_serve)
 
 
@@ -294,6 +307,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         limits=Limits(max_instances=args.max_instances, max_context_chars=args.max_context_chars),
         windows_per_forward=args.windows_per_forward,
         price_per_second=args.price_per_second,
+        precision=args.precision,
     )
     from distilqa.serving.server import serve
 
@@ -419,6 +433,8 @@ def _add_bench(sub: Any) -> None:
     bp.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     bp.add_argument("--work-dir", default=".bench", help="where the random models are built")
     bp.add_argument("--output", help="also write the results as JSON here")
+    bp.add_argument("--precisions", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "int8"])
+    bp.add_argument("--no-padding-comparison", action="store_true", help="skip the slow pad-to-max-seq-len run")
     bp.set_defaults(handler=_run_bench_predict)
     ba = bench_sub.add_parser(
         "augment",
@@ -455,6 +471,8 @@ def _run_bench_predict(args: argparse.Namespace) -> int:
         threads=args.threads,
         work_dir=args.work_dir,
         output=args.output,
+        precisions=args.precisions,
+        padding_comparison=not args.no_padding_comparison,
     )
 
 

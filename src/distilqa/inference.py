@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,6 +21,44 @@ from distilqa.errors import ConfigError, ModelError
 from distilqa.progress import ProgressFactory
 from distilqa.squad import Example
 from distilqa.windows import Feature, WindowConfig, Windower
+
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls run at several times the fp32 rate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> bf16 where the CPU computes bf16 natively, else fp32 (int8 only when asked for)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
+
+
+def apply_precision(model: Any, precision: str) -> Any:
+    """Convert a loaded fp32 model: bf16 weights, or int8 dynamically quantised Linear layers."""
+    import torch
+
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch points users at torchao; the eager API still works
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +74,17 @@ class BatchConfig:
 class QAModel:
     """A Hugging Face extractive-QA model with its fast tokenizer, ready to answer questions."""
 
-    def __init__(self, model: Any, tokenizer: Any, source: str = "<memory>") -> None:
+    def __init__(self, model: Any, tokenizer: Any, source: str = "<memory>", precision: str = "fp32") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
+        self.precision = precision
 
     @classmethod
-    def load(cls, location: str | os.PathLike[str]) -> QAModel:
+    def load(cls, location: str | os.PathLike[str], precision: str = "fp32") -> QAModel:
         """Load from a local directory or a Hugging Face hub id (hub ids need network access)."""
         location = os.fspath(location)
+        resolved = resolve_precision(precision)
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         path = Path(location)
@@ -58,7 +98,7 @@ class QAModel:
         except (OSError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{location}: cannot load a question-answering model: {first_line}") from None
-        return cls(model, tokenizer, location)
+        return cls(apply_precision(model.eval(), resolved), tokenizer, location, resolved)
 
     def windower(self, config: WindowConfig) -> Windower:
         return Windower(self.tokenizer, config)

@@ -33,17 +33,13 @@ def http(method: str, url: str, body: bytes | dict | list | None = None, timeout
         return status, raw.decode("utf-8", "replace")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_roberta_dir, tmp_path_factory):
+def start_server(model_dir, log: Path, *extra: str) -> tuple[str, int, subprocess.Popen]:
+    """Start `distilqa serve` on a free loopback port and wait until it reports ready."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [DISTILQA, "serve", str(tiny_roberta_dir), "--port", str(port), "--name", "tiny", *WINDOW,
-             "--max-wait-ms", "50", "--max-instances", "30", "--max-context-chars", "5000",
-             "--price-per-second", str(PRICE)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [DISTILQA, "serve", str(model_dir), "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -51,13 +47,21 @@ def server(tiny_roberta_dir, tmp_path_factory):
             raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
         try:
             if http("GET", f"{base}/v2/health/ready", timeout=2)[0] == 200:
-                break
+                return base, port, proc
         except OSError:
             pass
         time.sleep(0.3)
-    else:
-        proc.kill()
-        raise TimeoutError(log.read_text()[-3000:])
+    proc.kill()
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_roberta_dir, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    base, port, proc = start_server(
+        tiny_roberta_dir, log, "--name", "tiny", *WINDOW, "--max-wait-ms", "50", "--max-instances", "30",
+        "--max-context-chars", "5000", "--price-per-second", str(PRICE),
+    )  # fmt: skip
     yield base, port, proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -267,24 +271,32 @@ def test_serve_rejects_bad_arguments(tmp_path):
         assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_stops_cleanly(tiny_roberta_dir):
+def test_stops_cleanly(tiny_roberta_dir, tmp_path):
     """SIGTERM ends the server (kserve's signal handler), so pods and tests do not hang."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [DISTILQA, "serve", str(tiny_roberta_dir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    _, _, proc = start_server(tiny_roberta_dir, tmp_path / "log")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
         proc.terminate()
         assert proc.wait(timeout=60) is not None
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_same_precision_same_answers_as_predict(tiny_roberta_dir, dev_slice_file, tmp_path, precision):
+    pred_file = tmp_path / "pred.json"
+    result = run_cli("predict", str(tiny_roberta_dir), str(dev_slice_file), "-o", str(pred_file), *WINDOW,
+                     "--precision", precision, "--limit", "24")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{precision};" in result.stderr
+    predicted = json.loads(pred_file.read_text())
+    base, _, proc = start_server(tiny_roberta_dir, tmp_path / "log", *WINDOW, "--precision", precision)
+    try:
+        examples = load_squad(dev_slice_file).examples()[:24]
+        body = {"instances": [{"question": e.question, "context": e.context} for e in examples]}
+        status, response = http("POST", f"{base}/v1/models/distilqa:predict", body)
+        assert status == 200, response
+        assert {e.id: p["answer"] for e, p in zip(examples, response["predictions"], strict=True)} == predicted
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

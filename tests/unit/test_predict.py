@@ -115,3 +115,26 @@ def test_predict_rejects_bad_arguments(tiny_roberta_dir, dev_slice_file, tmp_pat
         run_cli("predict", str(tiny_roberta_dir), str(tmp_path / "x.json"), "-o", out), "x.json", "no such file"
     )
     assert not (tmp_path / "p.json").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
+    examples = load_squad(dev_slice_file).examples()[:30]
+    window = WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64)
+    fp32 = QAModel.load(tiny_roberta_dir).answer(examples, window)
+    reduced = QAModel.load(tiny_roberta_dir, precision)
+    assert reduced.precision == precision
+    answers = reduced.answer(examples, window)
+    # a random model's logits are nearly tied, so some answers move; most must not
+    same = sum(a.text == b.text for a, b in zip(fp32, answers, strict=True))
+    assert same >= 0.7 * len(examples)
+    assert all(e.context[a.start : a.end] == a.text for e, a in zip(examples, answers, strict=True) if a.text)
+
+
+def test_auto_precision_and_bad_precision():
+    from distilqa.errors import ConfigError
+    from distilqa.inference import cpu_has_native_bf16, resolve_precision
+
+    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_precision("fp8")

@@ -22,7 +22,14 @@ from distilqa.squad import DEFAULT_DEV_SET, load_squad
 
 
 def run_predict_benchmark(
-    layers: list[int], limit: int, batch_size: int, threads: int, work_dir: str, output: str | None
+    layers: list[int],
+    limit: int,
+    batch_size: int,
+    threads: int,
+    work_dir: str,
+    output: str | None,
+    precisions: list[str] | None = None,
+    padding_comparison: bool = True,
 ) -> int:
     import torch
 
@@ -46,19 +53,24 @@ def run_predict_benchmark(
         model_dir = work / f"roberta-{depth}l-768d"
         if not (model_dir / "config.json").exists():
             random_qa_model(tok_dir, model_dir, num_layers=depth, hidden_size=768, num_heads=12, intermediate_size=3072)
-        model = QAModel.load(model_dir)
-        windower = model.windower(window)
-        features = windower.features([e.question for e in examples], [e.context for e in examples])
-        mean_len = sum(len(f.input_ids) for f in features) / len(features)
-        model.answer(examples[: min(8, len(examples))], window)  # warm-up: allocator, kernels
-        for sort in (True, False):
+        runs = [(p, True) for p in (precisions or ["fp32"])]
+        if padding_comparison:
+            runs.append(("fp32", False))
+        for precision, sort in runs:
+            model = QAModel.load(model_dir, precision)
+            windower = model.windower(window)
+            features = windower.features([e.question for e in examples], [e.context for e in examples])
+            mean_len = sum(len(f.input_ids) for f in features) / len(features)
+            model.answer(examples[: min(8, len(examples))], window)  # warm-up: allocator, kernels
             batch = BatchConfig(batch_size, sort_by_length=sort)
+            label = f"{depth}L {model.precision} sort={sort}"
             t0 = time.perf_counter()
-            model.answer(examples, window, batch=batch, progress=progress_bar(f"{depth}L sort={sort}", "window"))
+            model.answer(examples, window, batch=batch, progress=progress_bar(label, "window"))
             seconds = time.perf_counter() - t0
             results.append(
                 {
                     "layers": depth,
+                    "precision": model.precision,
                     "length_sorted_dynamic_padding": sort,
                     "questions": len(examples),
                     "windows": len(features),
@@ -67,7 +79,7 @@ def run_predict_benchmark(
                     "questions_per_s": round(len(examples) / seconds, 2),
                 }
             )
-        del model
+            del model
     eval_timing = _time_eval(dataset)
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
@@ -118,12 +130,13 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"machine: {report['machine']}; batch {report['batch_size']}; window {report['window']}",
         "",
-        "| layers | dynamic padding | questions | windows | mean tokens | seconds | questions/s |",
-        "|---:|:---:|---:|---:|---:|---:|---:|",
+        "| layers | precision | dynamic padding | questions | windows | mean tokens | seconds | questions/s |",
+        "|---:|:---:|:---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["predict"]:
         lines.append(
-            f"| {r['layers']} | {'sorted' if r['length_sorted_dynamic_padding'] else 'none (pad to 384)'} | "
+            f"| {r['layers']} | {r.get('precision', 'fp32')} | "
+            f"{'sorted' if r['length_sorted_dynamic_padding'] else 'none (pad to 384)'} | "
             f"{r['questions']} | {r['windows']} | {r['mean_window_tokens']} | {r['seconds']} | {r['questions_per_s']} |"
         )
     e = report["eval"]
