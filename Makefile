@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFORMANCE := tests/data/conformance
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench bench-augment bench-serve clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,20 @@ lint: setup
 
 bench: setup
 	$(BIN)/distilqa bench predict --output docs/bench-predict.json
+
+bench-augment: setup
+	$(BIN)/distilqa bench augment --paragraphs 200 --output docs/bench-augment.json
+
+HF52 := .bench/hf52-venv
+$(HF52)/bin/python:
+	python3 -m venv $(HF52)
+	$(HF52)/bin/pip install --quiet uv
+	if [ -d /opt/wheels ]; then $(HF52)/bin/uv pip install --quiet --python $(HF52)/bin/python /opt/wheels/torch-2.13.0+cpu-*.whl; fi
+	$(HF52)/bin/uv pip install --quiet --python $(HF52)/bin/python --compile-bytecode "transformers>=5.2,<5.3" "torch==2.13.0"
+
+bench-serve: setup $(HF52)/bin/python
+	$(BIN)/distilqa bench serve --questions 400 --concurrency 16 --precision auto --max-wait-ms 30 \
+		--pipeline-python $(HF52)/bin/python --soak-seconds 120 --output docs/bench-serve.json
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache

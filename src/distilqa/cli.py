@@ -183,7 +183,7 @@ def _add_predict(sub: Any) -> None:
         description="Batched inference of a Hugging Face extractive-QA model over a SQuAD 1.1/2.0 file, "
         "writing the official predictions format.",
     )
-    p.add_argument("model", nargs="?", help="model directory (or hub id)")
+    p.add_argument("model", nargs="?", help="model directory, s3:// prefix, or hub id")
     p.add_argument("data", nargs="?", help="SQuAD JSON file (local, .gz, https:// or s3://)")
     p.add_argument("-o", "--output", help="predictions JSON to write (local or s3://)")
     client = p.add_argument_group("client mode: ask a running `distilqa serve` instead of a local model")
@@ -269,7 +269,7 @@ def _add_serve(sub: Any) -> None:
         help="serve a QA model with KServe (V1 and V2 protocols)",
         description="Start a KServe model server for an extractive-QA model directory. Binds loopback by default.",
     )
-    p.add_argument("model", help="model directory")
+    p.add_argument("model", help="model directory or s3:// prefix")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--name", default="distilqa", help="model name in the URLs (default distilqa)")
@@ -436,6 +436,24 @@ def _add_bench(sub: Any) -> None:
     bp.add_argument("--precisions", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "int8"])
     bp.add_argument("--no-padding-comparison", action="store_true", help="skip the slow pad-to-max-seq-len run")
     bp.set_defaults(handler=_run_bench_predict)
+    bs = bench_sub.add_parser(
+        "serve",
+        help="throughput and latency of distilqa serve under load, against transformers' pipeline",
+        description="Closed-loop load (concurrency C, single-question V1 requests, dev questions) on a real "
+        "`distilqa serve` process; optionally transformers' QuestionAnsweringPipeline from another Python "
+        "(transformers 5.2, the last with the pipeline) on the same weights and questions, and a soak.",
+    )
+    bs.add_argument("--model", help="model directory (default: a random 6 x 768 RoBERTa built in --work-dir)")
+    bs.add_argument("--questions", type=int, default=400)
+    bs.add_argument("--concurrency", type=int, default=16)
+    bs.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    bs.add_argument("--pipeline-python", help="python of a venv with transformers 5.2 (see `make bench-serve`)")
+    bs.add_argument("--soak-seconds", type=float, default=0.0, help="also soak at concurrency 16 (e.g. 120)")
+    bs.add_argument("--work-dir", default=".bench")
+    bs.add_argument("--output", help="also write the results as JSON here")
+    bs.add_argument("--max-batch-size", type=int, default=32, help="passed to distilqa serve")
+    bs.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to distilqa serve")
+    bs.set_defaults(handler=_run_bench_serve)
     ba = bench_sub.add_parser(
         "augment",
         help="paragraphs/s of MLM augmentation against the straightforward baseline",
@@ -474,6 +492,16 @@ def _run_bench_predict(args: argparse.Namespace) -> int:
         precisions=args.precisions,
         padding_comparison=not args.no_padding_comparison,
     )
+
+
+def _run_bench_serve(args: argparse.Namespace) -> int:
+    from distilqa.bench.serve_speed import run_serve_benchmark
+
+    return run_serve_benchmark(
+        args.model, args.questions, args.concurrency, args.precision, args.pipeline_python, args.soak_seconds,
+        args.work_dir, args.output,
+        ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)],
+    )  # fmt: skip
 
 
 def _run_bench_augment(args: argparse.Namespace) -> int:

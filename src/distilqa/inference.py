@@ -82,9 +82,14 @@ class QAModel:
 
     @classmethod
     def load(cls, location: str | os.PathLike[str], precision: str = "fp32") -> QAModel:
-        """Load from a local directory or a Hugging Face hub id (hub ids need network access)."""
+        """Load from a local directory, an s3:// prefix, or a Hugging Face hub id (hub ids need network)."""
         location = os.fspath(location)
         resolved = resolve_precision(precision)
+        source = location
+        if location.startswith("s3://"):
+            from distilqa.storage import download_prefix
+
+            location = str(download_prefix(location))
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         path = Path(location)
@@ -98,7 +103,7 @@ class QAModel:
         except (OSError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{location}: cannot load a question-answering model: {first_line}") from None
-        return cls(apply_precision(model.eval(), resolved), tokenizer, location, resolved)
+        return cls(apply_precision(model.eval(), resolved), tokenizer, source, resolved)
 
     def windower(self, config: WindowConfig) -> Windower:
         return Windower(self.tokenizer, config)

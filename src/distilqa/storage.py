@@ -85,6 +85,52 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
         raise DataError(f"{uri}: cannot write: {exc.strerror or exc}") from None
 
 
+def cache_dir() -> Path:
+    """Where remote models are unpacked: $DISTILQA_CACHE, else ~/.cache/distilqa."""
+    return Path(os.environ.get("DISTILQA_CACHE") or Path.home() / ".cache" / "distilqa")
+
+
+def download_prefix(uri: str, dest: str | os.PathLike[str] | None = None) -> Path:
+    """Copy every object under an s3:// prefix into a local directory (a model directory, say).
+
+    Objects already present with the same size are not downloaded again, so a restarted server
+    does not fetch its model twice.
+    """
+    import hashlib
+
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    target = Path(dest) if dest else cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client()
+    found = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                relative = obj["Key"][len(prefix) :]
+                if not relative or relative.endswith("/"):
+                    continue
+                if ".." in Path(relative).parts:
+                    raise DataError(f"{uri}: refusing object key that leaves the prefix: {obj['Key']}")
+                found += 1
+                local = target / relative
+                if local.exists() and local.stat().st_size == obj["Size"]:
+                    continue
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_name(local.name + ".partial")
+                client.download_file(bucket, obj["Key"], str(partial))
+                partial.replace(local)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise DataError(f"{uri}: cannot list or download: {code or exc}") from None
+    except BotoCoreError as exc:
+        raise DataError(f"{uri}: cannot list or download: {exc}") from None
+    if not found:
+        raise DataError(f"{uri}: no objects under this prefix")
+    return target
+
+
 def _read_s3(uri: str) -> bytes:
     bucket, key = split_s3_uri(uri)
     from botocore.exceptions import BotoCoreError, ClientError

@@ -75,3 +75,25 @@ def test_https_errors_are_clear(https_server):
     # an untrusted certificate is refused, not silently accepted
     result = run_cli("eval", f"{base}/absent.json", pred, env={"SSL_CERT_FILE": "/dev/null"})
     assert_clean_failure(result, "absent.json", "cannot fetch", "CERTIFICATE")
+
+
+def test_model_from_s3_prefix(s3_server, tiny_roberta_dir, dev_slice_file, tmp_path):
+    client = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket="models")
+    for path in tiny_roberta_dir.iterdir():
+        client.upload_file(str(path), "models", f"tiny/v1/{path.name}")
+    env = {**s3_server, "DISTILQA_CACHE": str(tmp_path / "cache")}
+    local = run_cli(
+        "predict", str(tiny_roberta_dir), str(dev_slice_file), "-o", str(tmp_path / "a.json"), "--limit", "20"
+    )
+    remote = run_cli(
+        "predict", "s3://models/tiny/v1", str(dev_slice_file), "-o", str(tmp_path / "b.json"), "--limit", "20", env=env
+    )
+    assert local.returncode == 0 and remote.returncode == 0, remote.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    cached = list((tmp_path / "cache" / "s3").iterdir())
+    assert len(cached) == 1 and (cached[0] / "config.json").exists()
+    missing = run_cli(
+        "predict", "s3://models/nothing-here", str(dev_slice_file), "-o", str(tmp_path / "c.json"), env=env
+    )
+    assert_clean_failure(missing, "s3://models/nothing-here", "no objects")

@@ -34,7 +34,6 @@ def run_predict_benchmark(
     import torch
 
     from distilqa.inference import BatchConfig, QAModel
-    from distilqa.local_models import random_qa_model, train_tokenizer
     from distilqa.progress import progress_bar
     from distilqa.windows import WindowConfig
 
@@ -42,17 +41,10 @@ def run_predict_benchmark(
         torch.set_num_threads(threads)
     dataset = load_squad()
     examples = dataset.examples()[:limit]
-    work = Path(work_dir)
-    tok_dir = work / "tokenizer-bpe"
-    if not (tok_dir / "tokenizer.json").exists():
-        contexts = list(dict.fromkeys(p.context for _, p, _ in dataset.iter_questions()))
-        train_tokenizer(contexts, tok_dir, "bpe", vocab_size=16000)
     window = WindowConfig()
     results: list[dict[str, Any]] = []
     for depth in layers:
-        model_dir = work / f"roberta-{depth}l-768d"
-        if not (model_dir / "config.json").exists():
-            random_qa_model(tok_dir, model_dir, num_layers=depth, hidden_size=768, num_heads=12, intermediate_size=3072)
+        model_dir = bench_model(work_dir, depth)
         runs = [(p, True) for p in (precisions or ["fp32"])]
         if padding_comparison:
             runs.append(("fp32", False))
@@ -97,6 +89,22 @@ def run_predict_benchmark(
     if output:
         Path(output).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def bench_model(work_dir: str | Path, depth: int) -> Path:
+    """A random RoBERTa QA model, `depth` x 768 (tinyroberta at 6, roberta-base at 12), built once."""
+    from distilqa.local_models import random_qa_model, train_tokenizer
+
+    work = Path(work_dir)
+    tok_dir = work / "tokenizer-bpe"
+    if not (tok_dir / "tokenizer.json").exists():
+        dataset = load_squad()
+        contexts = list(dict.fromkeys(p.context for _, p, _ in dataset.iter_questions()))
+        train_tokenizer(contexts, tok_dir, "bpe", vocab_size=16000)
+    model_dir = work / f"roberta-{depth}l-768d"
+    if not (model_dir / "config.json").exists():
+        random_qa_model(tok_dir, model_dir, num_layers=depth, hidden_size=768, num_heads=12, intermediate_size=3072)
+    return model_dir
 
 
 def _time_eval(dataset: Any) -> dict[str, Any]:
