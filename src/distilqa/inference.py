@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from distilqa.decode import Answer, DecodeConfig, decode_question
-from distilqa.errors import ConfigError, ModelError
+from distilqa.errors import ConfigError
 from distilqa.progress import ProgressFactory
 from distilqa.squad import Example
 from distilqa.windows import Feature, WindowConfig, Windower
@@ -85,25 +85,10 @@ class QAModel:
         """Load from a local directory, an s3:// prefix, or a Hugging Face hub id (hub ids need network)."""
         location = os.fspath(location)
         resolved = resolve_precision(precision)
-        source = location
-        if location.startswith("s3://"):
-            from distilqa.storage import download_prefix
+        from distilqa.model_io import load_pretrained
 
-            location = str(download_prefix(location))
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
-        path = Path(location)
-        if path.exists() and not (path / "config.json").is_file():
-            raise ModelError(f"{location}: not a model directory (no config.json)")
-        if not path.exists() and (location.startswith((".", "/")) or location.count("/") > 1):
-            raise ModelError(f"{location}: no such model directory")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(location)
-            model = AutoModelForQuestionAnswering.from_pretrained(location)
-        except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{location}: cannot load a question-answering model: {first_line}") from None
-        return cls(apply_precision(model.eval(), resolved), tokenizer, source, resolved)
+        tokenizer, model = load_pretrained(location, "AutoModelForQuestionAnswering")
+        return cls(apply_precision(model, resolved), tokenizer, location, resolved)
 
     def windower(self, config: WindowConfig) -> Windower:
         return Windower(self.tokenizer, config)

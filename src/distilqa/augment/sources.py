@@ -20,11 +20,11 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from distilqa.augment.words import STOP_WORDS, Word
 from distilqa.errors import ConfigError, DataError, ModelError
+from distilqa.model_io import load_pretrained
 
 NO_SOURCE = "none"
 _WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark a token that starts after a space
@@ -185,7 +185,7 @@ class EmbeddingSource(StaticSource):
 
         self.model_dir = os.fspath(model_dir)
         if tokenizer is None or model is None:
-            tokenizer, model = _load(self.model_dir, "AutoModel")
+            tokenizer, model = load_pretrained(self.model_dir, "AutoModel")
         self.tokenizer = tokenizer
         self.vocab = VocabularyView(tokenizer)
         with torch.no_grad():
@@ -231,7 +231,7 @@ class MLMSource(CandidateSource):
         if threads:
             torch.set_num_threads(threads)
         self.model_dir = os.fspath(model_dir)
-        self.tokenizer, self.model = _load(self.model_dir, "AutoModelForMaskedLM")
+        self.tokenizer, self.model = load_pretrained(self.model_dir, "AutoModelForMaskedLM")
         if self.tokenizer.mask_token_id is None:
             raise ModelError(f"{self.model_dir}: the tokenizer has no mask token, so it is not a masked LM")
         self.fallback = (
@@ -345,22 +345,3 @@ class MLMSource(CandidateSource):
             if len(picked) == k:
                 break
         return picked
-
-
-def _load(model_dir: str, auto_class: str) -> tuple[Any, Any]:
-    import transformers
-
-    path = Path(model_dir)
-    if path.exists() and not (path / "config.json").is_file():
-        raise ModelError(f"{model_dir}: not a model directory (no config.json)")
-    if not path.exists() and (model_dir.startswith((".", "/")) or model_dir.count("/") > 1):
-        raise ModelError(f"{model_dir}: no such model directory")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-        model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{model_dir}: cannot load ({auto_class}): {first}") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"{model_dir}: needs a fast tokenizer (character offsets)")
-    return tokenizer, model

@@ -1,0 +1,39 @@
+"""Load a Hugging Face model and its fast tokenizer from a directory, an s3:// prefix or a hub id.
+
+One place for the checks every command needs before transformers sees a path (is it a model
+directory? does it exist?), for turning loading failures into one clear line, and for fetching
+s3:// prefixes into the local cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from distilqa.errors import ModelError
+
+
+def load_pretrained(location: str | os.PathLike[str], auto_class: str) -> tuple[Any, Any]:
+    """(fast tokenizer, model in eval mode) for `transformers.<auto_class>`, e.g. AutoModelForMaskedLM."""
+    location = os.fspath(location)
+    if location.startswith("s3://"):
+        from distilqa.storage import download_prefix
+
+        location = str(download_prefix(location))
+    path = Path(location)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelError(f"{location}: not a model directory (no config.json)")
+    if not path.exists() and (location.startswith((".", "/")) or location.count("/") > 1):
+        raise ModelError(f"{location}: no such model directory")
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        model = getattr(transformers, auto_class).from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{location}: cannot load ({auto_class}): {first}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{location}: needs a fast tokenizer (character offsets)")
+    return tokenizer, model.eval()
