@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFORMANCE := tests/data/conformance
 
-.PHONY: setup demo test test-fast lint bench bench-augment bench-serve clean
+.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,10 +15,13 @@ demo: setup
 			--na-prob-file $(CONFORMANCE)/$$sys.na_prob.json --format table || exit $$?; echo; \
 	done
 
-test: setup
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: setup system-deps
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup system-deps
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
