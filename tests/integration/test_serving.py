@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from distilqa.serving.process import ServerProcess
 
 from distilqa.squad import load_squad
-from tests.conftest import DISTILQA, free_port, run_cli
+from tests.conftest import DISTILQA, run_cli
 
 WINDOW = ["--max-seq-len", "256", "--doc-stride", "64"]
 PRICE = 2.0
@@ -34,25 +34,8 @@ def http(method: str, url: str, body: bytes | dict | list | None = None, timeout
 
 
 def start_server(model_dir, log: Path, *extra: str) -> tuple[str, int, subprocess.Popen]:
-    """Start `distilqa serve` on a free loopback port and wait until it reports ready."""
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [DISTILQA, "serve", str(model_dir), "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if http("GET", f"{base}/v2/health/ready", timeout=2)[0] == 200:
-                return base, port, proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError(log.read_text()[-3000:])
+    server = ServerProcess(model_dir, *extra, log=log)
+    return server.url, server.port, server.proc
 
 
 @pytest.fixture(scope="module")
