@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_predict(sub)
     _add_serve(sub)
+    _add_finetune(sub)
     _add_augment(sub)
     _add_bench(sub)
     return parser
@@ -312,6 +313,66 @@ def _run_serve(args: argparse.Namespace) -> int:
     from distilqa.serving.server import serve
 
     serve(args.model, host=args.host, port=args.port, name=args.name, settings=settings)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ finetune
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate (default 3e-5)")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch, reached by accumulation (default 32)")
+    p.add_argument("--per-device-batch-size", type=int, default=8)
+    p.add_argument("--warmup-ratio", type=float, default=0.2)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--amp", choices=("auto", "fp32", "fp16", "bf16"), default="auto", help="GPU mixed precision")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="optimizer steps between checkpoints (0: none)")
+    p.add_argument("--log-every", type=int, default=10)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from distilqa.distill.trainer import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, learning_rate=args.lr, global_batch_size=args.batch_size,
+        per_device_batch_size=args.per_device_batch_size, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, amp=args.amp,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+    )  # fmt: skip
+
+
+def _add_finetune(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="extractive-QA fine-tuning (teachers that are base LMs; the no-distillation baseline)",
+        description="Fine-tune a model directory (or s3:// prefix) on a SQuAD file. Resumes from the newest "
+        "checkpoint in OUTPUT. Under `torchrun --nproc_per_node N -m distilqa.cli finetune ...` it trains with DDP.",
+    )
+    p.add_argument("model")
+    p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://)")
+    p.add_argument("-o", "--output", required=True, help="output model directory")
+    _add_window_args(p)
+    _add_train_args(p)
+    p.set_defaults(handler=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from distilqa.windows import WindowConfig
+
+    window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
+    config = _train_config(args)
+    from distilqa.distill.finetune import finetune
+
+    record = finetune(args.model, args.train_data, args.output, config, window)
+    result = record["result"]
+    print(
+        f"finetune: {result['steps']} steps ({result['steps_this_run']} this run), "
+        f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 

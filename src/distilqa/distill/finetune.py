@@ -1,0 +1,120 @@
+"""Standard extractive-QA fine-tuning: teachers that are only base LMs, and the no-distillation baseline.
+
+Labels come from the shared windowing (first gold answer; CLS for unanswerable questions and for
+windows that do not hold the whole answer), so training sees exactly the features inference sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distilqa import __version__, storage
+from distilqa.distill.trainer import TrainConfig, Trainer, write_record
+from distilqa.model_io import load_pretrained
+from distilqa.squad import SquadDataset, load_squad
+from distilqa.windows import WindowConfig, Windower
+
+
+def qa_tensors(dataset: SquadDataset, tokenizer: Any, window: WindowConfig) -> dict[str, Tensor]:
+    """Padded features with start/end labels, as tensors the trainer can index."""
+    items = [(qa, p.context) for _, p, qa in dataset.iter_questions()]
+    answers = [(qa.answers[0].answer_start, qa.answers[0].answer_end) if qa.answers else None for qa, _ in items]
+    windower = Windower(tokenizer, window)
+    features = windower.features([qa.question for qa, _ in items], [c for _, c in items], answers)
+    n, width = len(features), window.max_seq_len
+    out = {
+        "input_ids": torch.full((n, width), windower.template.pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((n, width), dtype=torch.long),
+        "start_positions": torch.tensor([f.start_position for f in features], dtype=torch.long),
+        "end_positions": torch.tensor([f.end_position for f in features], dtype=torch.long),
+    }
+    if windower.template.uses_token_types:
+        out["token_type_ids"] = torch.zeros((n, width), dtype=torch.long)
+    for i, f in enumerate(features):
+        out["input_ids"][i, : len(f.input_ids)] = torch.tensor(f.input_ids)
+        out["attention_mask"][i, : len(f.input_ids)] = 1
+        if f.token_type_ids is not None:
+            out["token_type_ids"][i, : len(f.input_ids)] = torch.tensor(f.token_type_ids)
+    return out
+
+
+def trim_padding(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Cut a micro-batch to its longest real sequence (dynamic padding for fixed-size tensors)."""
+    length = int(batch["attention_mask"].sum(dim=1).max())
+    return {k: (v[:, :length] if v.ndim == 2 else v) for k, v in batch.items()}
+
+
+def span_cross_entropy(logits: Tensor, positions: Tensor, attention_mask: Tensor) -> Tensor:
+    """CE over the real tokens only. transformers' QA loss also spreads probability over padding,
+    which makes the loss depend on how much padding a micro-batch happens to carry."""
+    masked = logits.float().masked_fill(attention_mask == 0, -1e4)
+    return F.cross_entropy(masked, positions)
+
+
+def qa_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    batch = trim_padding(batch)
+    inputs = {k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")}
+    out = model(**inputs)
+    mask = batch["attention_mask"]
+    start = span_cross_entropy(out.start_logits, batch["start_positions"], mask)
+    end = span_cross_entropy(out.end_logits, batch["end_positions"], mask)
+    return {"loss": (start + end) / 2, "ce_start": start.detach(), "ce_end": end.detach()}
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"distilqa {__version__}" + (f" ({sha})" if sha else "")
+
+
+def data_checksum(uri: str) -> str:
+    return "sha256:" + hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+
+
+def finetune(
+    model_location: str, train_data: str, output_dir: str, config: TrainConfig, window: WindowConfig
+) -> dict[str, Any]:
+    tokenizer, model = load_pretrained(model_location, "AutoModelForQuestionAnswering")
+    dataset = load_squad(train_data)
+    data = qa_tensors(dataset, tokenizer, window)
+    record: dict[str, Any] = {
+        "stage": "finetune",
+        "model": model_location,
+        "train_data": train_data,
+        "train_data_checksum": data_checksum(train_data),
+        "questions": dataset.num_questions,
+        "features": len(data["input_ids"]),
+        "window": asdict(window),
+        "train": asdict(config),
+        "code_version": code_version(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    trainer = Trainer(model, data, qa_loss, config, output_dir, record=record)
+    record["result"] = trainer.train()
+    if trainer.dist.is_main:
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        write_record(output_dir, record)
+    if trainer.dist.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return record
