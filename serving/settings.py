@@ -19,4 +19,4 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     windows_per_forward: int = 32
     price_per_second: float = 0.0  # what a second of compute costs, reported per response
-    precision: str = "fp32"  # see distilqa.inference.resolve_precision
+    precision: str = "auto"  # see distilqa.inference.resolve_precision

@@ -171,9 +171,9 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
-        default="fp32",
-        help="fp32 (default), bf16 weights, int8 dynamically quantised Linear layers, or auto (bf16 where the "
-        "CPU has native bf16, else fp32); predict and serve give identical answers at the same precision",
+        default="auto",
+        help="auto (default: bf16 where the CPU has native bf16, else fp32), fp32, bf16 weights, or int8 "
+        "dynamically quantised Linear layers; predict and serve give identical answers at the same precision",
     )
 
 

@@ -69,7 +69,7 @@ def test_predict_cli_equals_standard_decoding(request, model_fixture, dev_slice_
         result = run_cli(
             "predict", str(model_dir), str(dev_slice_file), "-o", str(pred_file), "--na-prob-out", str(na_file),
             "--max-seq-len", str(MAX_SEQ_LEN), "--doc-stride", "64", "--batch-size", "7",
-            "--null-score-diff-threshold", repr(threshold),
+            "--null-score-diff-threshold", repr(threshold), "--precision", "fp32",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         preds, na_probs = json.loads(pred_file.read_text()), json.loads(na_file.read_text())
