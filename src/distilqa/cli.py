@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_serve(sub)
     _add_finetune(sub)
+    _add_distill(sub)
     _add_augment(sub)
     _add_bench(sub)
     return parser
@@ -370,6 +371,47 @@ def _run_finetune(args: argparse.Namespace) -> int:
     result = record["result"]
     print(
         f"finetune: {result['steps']} steps ({result['steps_this_run']} this run), "
+        f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_distill(sub: Any) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distillation stages (prediction: S2b, from a teacher's cached logits)",
+        description="Stage prediction (S2b): loss = mean[w*T^2*(KL_start+KL_end) + (1-w)*(CE_start+CE_end)/2]. "
+        "Teacher logits are computed once on the student's token ids and cached. The general (S1) and "
+        "intermediate (S2a) stages are not implemented yet.",
+    )
+    p.add_argument("--stage", choices=("prediction",), required=True)
+    p.add_argument("--teacher", required=True, help="teacher QA model (directory, s3:// prefix or hub id)")
+    p.add_argument("--student", required=True, help="student QA model to train")
+    p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--temperature", type=float, default=1.5)
+    p.add_argument("--distillation-weight", type=float, default=0.75)
+    p.add_argument("--logits-cache", help="teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)")
+    _add_window_args(p)
+    _add_train_args(p)
+    p.set_defaults(handler=_run_distill)
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from distilqa.windows import WindowConfig
+
+    window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
+    config = _train_config(args)
+    from distilqa.distill.prediction import distill_prediction
+
+    record = distill_prediction(
+        args.teacher, args.student, args.train_data, args.output, config, window,
+        args.temperature, args.distillation_weight, args.logits_cache,
+    )  # fmt: skip
+    result = record["result"]
+    print(
+        f"distill ({args.stage}): teacher logits {record['teacher_logits']}, {result['steps']} steps, "
         f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
         file=sys.stderr,
     )

@@ -1,0 +1,83 @@
+"""Stage 2b: prediction-layer distillation from a (large) teacher's cached logits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distilqa.distill.finetune import code_version, data_checksum, qa_tensors, trim_padding
+from distilqa.distill.losses import check_same_tokenizer, prediction_layer_loss
+from distilqa.distill.teacher_logits import cached_teacher_logits, teacher_fingerprint
+from distilqa.distill.trainer import TrainConfig, Trainer, write_record
+from distilqa.errors import ConfigError
+from distilqa.model_io import load_pretrained
+from distilqa.squad import load_squad
+from distilqa.windows import WindowConfig
+
+
+def prediction_loss_fn(temperature: float, weight: float):
+    def loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        batch = trim_padding(batch)
+        length = batch["input_ids"].shape[1]
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        out = model(**inputs)
+        teacher = batch["teacher_logits"][:, :length]
+        value = prediction_layer_loss(
+            student_start_logits=out.start_logits, student_end_logits=out.end_logits,
+            teacher_start_logits=teacher[..., 0], teacher_end_logits=teacher[..., 1],
+            start_positions=batch["start_positions"], end_positions=batch["end_positions"],
+            temperature=temperature, weight=weight, attention_mask=batch["attention_mask"],
+        )  # fmt: skip
+        return {"loss": value}
+
+    return loss
+
+
+def distill_prediction(
+    teacher_location: str,
+    student_location: str,
+    train_data: str,
+    output_dir: str,
+    config: TrainConfig,
+    window: WindowConfig,
+    temperature: float = 1.5,
+    weight: float = 0.75,
+    logits_cache: str | None = None,
+) -> dict[str, Any]:
+    if temperature <= 0 or not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"temperature must be > 0 and weight within [0, 1], got {temperature} and {weight}")
+    student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering")
+    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
+    check_same_tokenizer(student_tok, teacher_tok)
+    dataset = load_squad(train_data)
+    data = qa_tensors(dataset, student_tok, window)  # the student's token ids, for both models
+    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
+    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
+    del teacher
+    data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
+    record: dict[str, Any] = {
+        "stage": "prediction",
+        "teacher": teacher_location,
+        "teacher_checksum": fingerprint,
+        "student": student_location,
+        "train_data": train_data,
+        "train_data_checksum": data_checksum(train_data),
+        "teacher_logits": "cached" if cached else "computed",
+        "temperature": temperature,
+        "distillation_weight": weight,
+        "window": asdict(window),
+        "train": asdict(config),
+        "code_version": code_version(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    trainer = Trainer(student, data, prediction_loss_fn(temperature, weight), config, output_dir, record=record)
+    record["result"] = trainer.train()
+    if trainer.dist.is_main:
+        student.save_pretrained(output_dir)
+        student_tok.save_pretrained(output_dir)
+        write_record(output_dir, record)
+    return record
