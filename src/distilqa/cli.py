@@ -380,19 +380,28 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _add_distill(sub: Any) -> None:
     p = sub.add_parser(
         "distill",
-        help="distillation stages (prediction: S2b, from a teacher's cached logits)",
-        description="Stage prediction (S2b): loss = mean[w*T^2*(KL_start+KL_end) + (1-w)*(CE_start+CE_end)/2]. "
-        "Teacher logits are computed once on the student's token ids and cached. The general (S1) and "
-        "intermediate (S2a) stages are not implemented yet.",
+        help="distillation stages: intermediate (S2a, TinyBERT) and prediction (S2b, cached teacher logits)",
+        description="Stage intermediate (S2a): the student learns the teacher's hidden states and attention maps "
+        "(teacher run online, uniform layer map, projections when widths differ). Stage prediction (S2b): "
+        "loss = mean[w*T^2*(KL_start+KL_end) + (1-w)*(CE_start+CE_end)/2], teacher logits computed once on the "
+        "student's token ids and cached. The general stage (S1, plain text) is not implemented yet.",
     )
-    p.add_argument("--stage", choices=("prediction",), required=True)
+    p.add_argument("--stage", choices=("intermediate", "prediction"), required=True)
     p.add_argument("--teacher", required=True, help="teacher QA model (directory, s3:// prefix or hub id)")
     p.add_argument("--student", required=True, help="student QA model to train")
     p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--temperature", type=float, default=1.5)
     p.add_argument("--distillation-weight", type=float, default=0.75)
-    p.add_argument("--logits-cache", help="teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)")
+    p.add_argument(
+        "--logits-cache", help="prediction: teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)"
+    )
+    p.add_argument(
+        "--no-attention", action="store_true", help="intermediate: hidden states only (teachers with other head counts)"
+    )
+    p.add_argument(
+        "--hidden-padding", action="store_true", help="intermediate: include padded positions in the hidden-state MSE"
+    )
     _add_window_args(p)
     _add_train_args(p)
     p.set_defaults(handler=_run_distill)
@@ -403,15 +412,25 @@ def _run_distill(args: argparse.Namespace) -> int:
 
     window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
     config = _train_config(args)
-    from distilqa.distill.prediction import distill_prediction
+    if args.stage == "intermediate":
+        from distilqa.distill.intermediate import distill_intermediate
 
-    record = distill_prediction(
-        args.teacher, args.student, args.train_data, args.output, config, window,
-        args.temperature, args.distillation_weight, args.logits_cache,
-    )  # fmt: skip
+        record = distill_intermediate(
+            args.teacher, args.student, args.train_data, args.output, config, window,
+            attention=not args.no_attention, mask_hidden_padding=not args.hidden_padding,
+        )  # fmt: skip
+    else:
+        from distilqa.distill.prediction import distill_prediction
+
+        record = distill_prediction(
+            args.teacher, args.student, args.train_data, args.output, config, window,
+            args.temperature, args.distillation_weight, args.logits_cache,
+        )  # fmt: skip
     result = record["result"]
+    detail = f"teacher logits {record['teacher_logits']}, " if "teacher_logits" in record else ""
     print(
-        f"distill ({args.stage}): teacher logits {record['teacher_logits']}, {result['steps']} steps, "
+        f"distill ({args.stage}): {detail}{result['steps']} steps, loss {result['first_step_loss']:.4g} -> "
+        f"{result['last_step_loss']:.4g}, "
         f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
         file=sys.stderr,
     )

@@ -14,7 +14,7 @@ from typing import Any
 from distilqa.errors import ModelError
 
 
-def load_pretrained(location: str | os.PathLike[str], auto_class: str) -> tuple[Any, Any]:
+def load_pretrained(location: str | os.PathLike[str], auto_class: str, **model_kwargs: Any) -> tuple[Any, Any]:
     """(fast tokenizer, model in eval mode) for `transformers.<auto_class>`, e.g. AutoModelForMaskedLM."""
     location = os.fspath(location)
     if location.startswith("s3://"):
@@ -30,7 +30,7 @@ def load_pretrained(location: str | os.PathLike[str], auto_class: str) -> tuple[
 
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location)
-        model = getattr(transformers, auto_class).from_pretrained(location)
+        model = getattr(transformers, auto_class).from_pretrained(location, **model_kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{location}: cannot load ({auto_class}): {first}") from None

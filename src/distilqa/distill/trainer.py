@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from distilqa.errors import ConfigError
 from distilqa.progress import progress_bar
 
-LossFn = Callable[[nn.Module, dict[str, Tensor]], dict[str, Tensor]]  # must return {"loss": ..., other terms}
+# loss_fn(model, batch) -> {"loss": ..., other terms}; with extra_modules: loss_fn(model, batch, extra)
+LossFn = Callable[..., dict[str, Tensor]]
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
@@ -252,8 +253,11 @@ class Trainer:
             bar.update(self.step)
         t0 = time.perf_counter()
         terms_sum: dict[str, float] = {}
+        first_loss = last_loss = None
         while self.step < self.total_steps:
             terms = self._optimizer_step()
+            first_loss = terms["loss"] if first_loss is None else first_loss
+            last_loss = terms["loss"]
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + v
             self.step += 1
@@ -286,6 +290,8 @@ class Trainer:
             "wall_seconds": round(wall, 2),
             "samples_per_s": round(trained_steps * self.config.global_batch_size / wall, 2) if wall > 0 else None,
             "mean_terms_this_run": {k: v / max(1, trained_steps) for k, v in terms_sum.items()},
+            "first_step_loss": first_loss,
+            "last_step_loss": last_loss,
         }
         if logger is not None:
             logger.close()
@@ -304,7 +310,10 @@ class Trainer:
                     self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
                 ),
             ):
-                terms = self.loss_fn(self.wrapped, batch)
+                if self.extra is None:
+                    terms = self.loss_fn(self.wrapped, batch)
+                else:
+                    terms = self.loss_fn(self.wrapped, batch, self.extra)
             loss = terms["loss"] / self.accumulation
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             for name, value in terms.items():
