@@ -6,19 +6,14 @@ windows that do not hold the whole answer), so training sees exactly the feature
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distilqa import __version__, storage
-from distilqa.distill.trainer import TrainConfig, Trainer, write_record
+from distilqa.distill.stage import stage_record, train_and_save
+from distilqa.distill.trainer import TrainConfig, Trainer
 from distilqa.model_io import load_pretrained
 from distilqa.squad import SquadDataset, load_squad
 from distilqa.windows import WindowConfig, Windower
@@ -70,51 +65,15 @@ def qa_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"loss": (start + end) / 2, "ce_start": start.detach(), "ce_end": end.detach()}
 
 
-def code_version() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"distilqa {__version__}" + (f" ({sha})" if sha else "")
-
-
-def data_checksum(uri: str) -> str:
-    return "sha256:" + hashlib.sha256(storage.read_bytes(uri)).hexdigest()
-
-
 def finetune(
     model_location: str, train_data: str, output_dir: str, config: TrainConfig, window: WindowConfig
 ) -> dict[str, Any]:
     tokenizer, model = load_pretrained(model_location, "AutoModelForQuestionAnswering")
     dataset = load_squad(train_data)
     data = qa_tensors(dataset, tokenizer, window)
-    record: dict[str, Any] = {
-        "stage": "finetune",
-        "model": model_location,
-        "train_data": train_data,
-        "train_data_checksum": data_checksum(train_data),
-        "questions": dataset.num_questions,
-        "features": len(data["input_ids"]),
-        "window": asdict(window),
-        "train": asdict(config),
-        "code_version": code_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    record = stage_record(
+        "finetune", train_data, window, config,
+        model=model_location, questions=dataset.num_questions, features=len(data["input_ids"]),
+    )  # fmt: skip
     trainer = Trainer(model, data, qa_loss, config, output_dir, record=record)
-    record["result"] = trainer.train()
-    if trainer.dist.is_main:
-        model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        write_record(output_dir, record)
-    if trainer.dist.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
-    return record
+    return train_and_save(trainer, model, tokenizer, output_dir, record)

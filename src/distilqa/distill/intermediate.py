@@ -9,16 +9,15 @@ implemented yet.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distilqa.distill.finetune import code_version, data_checksum, qa_tensors, trim_padding
+from distilqa.distill.finetune import qa_tensors, trim_padding
 from distilqa.distill.losses import IntermediateDistiller, LayerMap, check_same_tokenizer
-from distilqa.distill.trainer import TrainConfig, Trainer, write_record
+from distilqa.distill.stage import stage_record, train_and_save
+from distilqa.distill.trainer import TrainConfig, Trainer
 from distilqa.errors import ConfigError
 from distilqa.model_io import load_pretrained
 from distilqa.squad import load_squad
@@ -73,26 +72,18 @@ def distill_intermediate(
     teacher.eval()
     dataset = load_squad(train_data)
     data = qa_tensors(dataset, student_tok, window)
-    record: dict[str, Any] = {
-        "stage": "intermediate",
-        "teacher": teacher_location,
-        "student": student_location,
-        "train_data": train_data,
-        "train_data_checksum": data_checksum(train_data),
-        "layer_map": {m: layer_map.teacher_layer(m) for m in range(layer_map.student_layers + 1)},
-        "attention_loss": "probabilities" if attention else None,
-        "projections": sc.hidden_size != tc.hidden_size,
-        "window": asdict(window),
-        "train": asdict(config),
-        "code_version": code_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    record = stage_record(
+        "intermediate",
+        train_data,
+        window,
+        config,
+        teacher=teacher_location,
+        student=student_location,
+        layer_map={m: layer_map.teacher_layer(m) for m in range(layer_map.student_layers + 1)},
+        attention_loss="probabilities" if attention else None,
+        projections=sc.hidden_size != tc.hidden_size,
+    )
     trainer = Trainer(
         student, data, intermediate_loss_fn(teacher), config, output_dir, extra_modules=distiller, record=record
     )
-    record["result"] = trainer.train()
-    if trainer.dist.is_main:
-        student.save_pretrained(output_dir)
-        student_tok.save_pretrained(output_dir)
-        write_record(output_dir, record)
-    return record
+    return train_and_save(trainer, student, student_tok, output_dir, record)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distilqa.distill.finetune import code_version, data_checksum, qa_tensors, trim_padding
+from distilqa.distill.finetune import qa_tensors, trim_padding
 from distilqa.distill.losses import check_same_tokenizer, prediction_layer_loss
+from distilqa.distill.stage import stage_record, train_and_save
 from distilqa.distill.teacher_logits import cached_teacher_logits, teacher_fingerprint
-from distilqa.distill.trainer import TrainConfig, Trainer, write_record
+from distilqa.distill.trainer import TrainConfig, Trainer
 from distilqa.errors import ConfigError
 from distilqa.model_io import load_pretrained
 from distilqa.squad import load_squad
@@ -59,25 +59,17 @@ def distill_prediction(
     logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
     del teacher
     data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
-    record: dict[str, Any] = {
-        "stage": "prediction",
-        "teacher": teacher_location,
-        "teacher_checksum": fingerprint,
-        "student": student_location,
-        "train_data": train_data,
-        "train_data_checksum": data_checksum(train_data),
-        "teacher_logits": "cached" if cached else "computed",
-        "temperature": temperature,
-        "distillation_weight": weight,
-        "window": asdict(window),
-        "train": asdict(config),
-        "code_version": code_version(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    record = stage_record(
+        "prediction",
+        train_data,
+        window,
+        config,
+        teacher=teacher_location,
+        teacher_checksum=fingerprint,
+        student=student_location,
+        teacher_logits="cached" if cached else "computed",
+        temperature=temperature,
+        distillation_weight=weight,
+    )
     trainer = Trainer(student, data, prediction_loss_fn(temperature, weight), config, output_dir, record=record)
-    record["result"] = trainer.train()
-    if trainer.dist.is_main:
-        student.save_pretrained(output_dir)
-        student_tok.save_pretrained(output_dir)
-        write_record(output_dir, record)
-    return record
+    return train_and_save(trainer, student, student_tok, output_dir, record)
