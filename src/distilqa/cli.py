@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_finetune(sub)
     _add_distill(sub)
+    _add_make_student(sub)
     _add_augment(sub)
     _add_bench(sub)
     return parser
@@ -329,9 +330,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--amp", choices=("auto", "fp32", "fp16", "bf16"), default="auto", help="GPU mixed precision")
+    p.add_argument(
+        "--amp", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+        help="mixed precision: auto = fp16 on V100, bf16 on newer GPUs, fp32 on CPU; bf16 also works on CPU",
+    )  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, default=0, help="optimizer steps between checkpoints (0: none)")
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument(
+        "--group-by-length", action="store_true", help="batch examples of similar length (less padding, faster)"
+    )
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -341,7 +348,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         epochs=args.epochs, learning_rate=args.lr, global_batch_size=args.batch_size,
         per_device_batch_size=args.per_device_batch_size, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, amp=args.amp,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, group_by_length=args.group_by_length,
     )  # fmt: skip
 
 
@@ -380,16 +387,17 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _add_distill(sub: Any) -> None:
     p = sub.add_parser(
         "distill",
-        help="distillation stages: intermediate (S2a, TinyBERT) and prediction (S2b, cached teacher logits)",
-        description="Stage intermediate (S2a): the student learns the teacher's hidden states and attention maps "
-        "(teacher run online, uniform layer map, projections when widths differ). Stage prediction (S2b): "
-        "loss = mean[w*T^2*(KL_start+KL_end) + (1-w)*(CE_start+CE_end)/2], teacher logits computed once on the "
-        "student's token ids and cached. The general stage (S1, plain text) is not implemented yet.",
+        help="distillation stages: general (S1, text), intermediate (S2a, TinyBERT), prediction (S2b, cached logits)",
+        description="Stage general (S1): a student built from the teacher (every k-th layer, or random init) learns "
+        "its hidden states and attention scores on plain text (one document per line; a .txt/.txt.gz file, a "
+        "directory of shards, or s3://). Stage intermediate (S2a): the same loss on SQuAD features, teacher run "
+        "online, projections when widths differ. Stage prediction (S2b): loss = mean[w*T^2*(KL_start+KL_end) + "
+        "(1-w)*(CE_start+CE_end)/2], teacher logits computed once on the student's token ids and cached.",
     )
-    p.add_argument("--stage", choices=("intermediate", "prediction"), required=True)
-    p.add_argument("--teacher", required=True, help="teacher QA model (directory, s3:// prefix or hub id)")
-    p.add_argument("--student", required=True, help="student QA model to train")
-    p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://)")
+    p.add_argument("--stage", choices=("general", "intermediate", "prediction"), required=True)
+    p.add_argument("--teacher", required=True, help="teacher model (directory, s3:// prefix or hub id)")
+    p.add_argument("--student", help="intermediate/prediction: the student QA model to train")
+    p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://); general: the text corpus")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--temperature", type=float, default=1.5)
     p.add_argument("--distillation-weight", type=float, default=0.75)
@@ -397,31 +405,58 @@ def _add_distill(sub: Any) -> None:
         "--logits-cache", help="prediction: teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)"
     )
     p.add_argument(
-        "--no-attention", action="store_true", help="intermediate: hidden states only (teachers with other head counts)"
-    )
+        "--attention-target", choices=("scores", "probabilities", "none"), default="scores",
+        help="general/intermediate: pre-softmax scores (the paper, default), probabilities (Haystack), or none "
+        "(hidden states only: teachers with another head count)",
+    )  # fmt: skip
     p.add_argument(
-        "--hidden-padding", action="store_true", help="intermediate: include padded positions in the hidden-state MSE"
+        "--hidden-padding", action="store_true", help="include padded positions in the hidden-state MSE"
     )
+    g = p.add_argument_group("general (S1) student")
+    g.add_argument("--student-layers", type=int, default=6)
+    g.add_argument("--student-init", choices=("teacher-layers", "random"), default="teacher-layers")
+    g.add_argument("--student-hidden-size", type=int, help="random init only (default: the teacher's)")
+    g.add_argument("--student-intermediate-size", type=int, help="random init only")
+    g.add_argument("--student-heads", type=int, help="random init only")
+    g.add_argument("--max-sequences", type=int, help="general: stop packing the corpus after N sequences")
     _add_window_args(p)
     _add_train_args(p)
     p.set_defaults(handler=_run_distill)
 
 
 def _run_distill(args: argparse.Namespace) -> int:
+    from distilqa.errors import ConfigError
     from distilqa.windows import WindowConfig
 
-    window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
     config = _train_config(args)
-    if args.stage == "intermediate":
+    if args.stage != "general" and not args.student:
+        raise ConfigError(f"--stage {args.stage} needs --student (the model to train)")
+    if args.stage == "general":
+        from distilqa.distill.general import distill_general
+        from distilqa.distill.student import StudentSpec
+
+        if args.max_sequences is not None and args.max_sequences < 1:
+            raise ConfigError(f"--max-sequences must be positive, got {args.max_sequences}")
+        spec = StudentSpec(
+            args.student_layers, args.student_init, args.student_hidden_size,
+            args.student_intermediate_size, args.student_heads,
+        )  # fmt: skip
+        record = distill_general(
+            args.teacher, args.train_data, args.output, config, spec, args.max_seq_len,
+            args.attention_target, not args.hidden_padding, args.max_sequences,
+        )  # fmt: skip
+    elif args.stage == "intermediate":
         from distilqa.distill.intermediate import distill_intermediate
 
+        window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
         record = distill_intermediate(
             args.teacher, args.student, args.train_data, args.output, config, window,
-            attention=not args.no_attention, mask_hidden_padding=not args.hidden_padding,
+            attention_target=args.attention_target, mask_hidden_padding=not args.hidden_padding,
         )  # fmt: skip
     else:
         from distilqa.distill.prediction import distill_prediction
 
+        window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
         record = distill_prediction(
             args.teacher, args.student, args.train_data, args.output, config, window,
             args.temperature, args.distillation_weight, args.logits_cache,
@@ -434,6 +469,42 @@ def _run_distill(args: argparse.Namespace) -> int:
         f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _add_make_student(sub: Any) -> None:
+    p = sub.add_parser(
+        "make-student",
+        help="build a student QA model from a teacher: every k-th layer, or a random smaller config",
+        description="teacher-layers keeps the embeddings and teacher layers k, 2k, ..., L (k = L_teacher / "
+        "L_student): the layers the uniform distillation map pairs with. random builds the teacher's config "
+        "with the given shape. The tokenizer is the teacher's, as distillation requires.",
+    )
+    p.add_argument("teacher", help="teacher model (directory, s3:// prefix or hub id)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--layers", type=int, required=True)
+    p.add_argument("--init", choices=("teacher-layers", "random"), default="teacher-layers")
+    p.add_argument("--hidden-size", type=int)
+    p.add_argument("--intermediate-size", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(handler=_run_make_student)
+
+
+def _run_make_student(args: argparse.Namespace) -> int:
+    from distilqa.distill.student import StudentSpec
+
+    spec = StudentSpec(args.layers, args.init, args.hidden_size, args.intermediate_size, args.heads)
+    from distilqa.distill.student import build_student
+    from distilqa.model_io import load_pretrained
+
+    tokenizer, teacher = load_pretrained(args.teacher, "AutoModelForQuestionAnswering")
+    student = build_student(teacher, spec, seed=args.seed)
+    student.save_pretrained(args.output)
+    tokenizer.save_pretrained(args.output)
+    params = sum(p.numel() for p in student.parameters())
+    print(f"make-student: {spec.layers} layers ({spec.init}), {params / 1e6:.1f}M parameters -> {args.output}",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

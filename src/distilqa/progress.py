@@ -18,3 +18,10 @@ def progress_bar(description: str, unit: str = "it") -> ProgressFactory:
         return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
     return factory
+
+
+def progress_iter(iterable: Any, description: str, unit: str = "it") -> Any:
+    """Wrap an iterable of unknown length: a running count with a rate."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)

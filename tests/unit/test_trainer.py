@@ -202,3 +202,33 @@ def test_mlflow_logging_when_a_tracking_uri_is_set(tiny_roberta_dir, dev_slice_f
     for metric in ("loss", "lr", "samples_per_s"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert len(history) >= 5, metric
+
+
+def test_grouping_by_length_keeps_epochs_whole_and_cuts_padding(tmp_path):
+    from distilqa.distill.trainer import Trainer
+
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(4, 65, (400,), generator=g)
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
+    data = {"input_ids": torch.zeros(400, 64, dtype=torch.long), "attention_mask": mask}
+    model = torch.nn.Linear(1, 1)
+
+    def padded_tokens(grouped: bool) -> tuple[int, list[torch.Tensor]]:
+        config = TrainConfig(epochs=2, global_batch_size=16, per_device_batch_size=8, group_by_length=grouped)
+        trainer = Trainer(model, data, lambda m, b: {"loss": torch.zeros(())}, config, tmp_path / str(grouped))
+        total, epochs = 0, []
+        for epoch in range(2):
+            seen = []
+            for step in range(epoch * trainer.steps_per_epoch, (epoch + 1) * trainer.steps_per_epoch):
+                for micro in trainer._micro_batches(step):
+                    total += int(lengths[micro].max()) * len(micro)
+                    seen.append(micro)
+            epochs.append(torch.cat(seen))
+        return total, epochs
+
+    plain, plain_epochs = padded_tokens(False)
+    grouped, grouped_epochs = padded_tokens(True)
+    for order in grouped_epochs:  # every example exactly once per epoch
+        assert sorted(order.tolist()) == list(range(400))
+    assert not torch.equal(grouped_epochs[0], grouped_epochs[1])  # still shuffled per epoch
+    assert grouped < 0.8 * plain, (grouped, plain)

@@ -2,18 +2,18 @@
 
 The student learns the teacher's hidden states (embeddings included) and attention maps through
 the uniform layer map; the QA head is not trained here (its logits are not in the loss). The
-attention target is the attention probabilities transformers returns (Haystack's choice); the
-paper's pre-softmax scores need the scores captured inside the attention layers, which is not
-implemented yet.
+attention target is the paper's pre-softmax scores by default, or the probabilities Haystack used
+(`attention_target="probabilities"`), or nothing (teachers with another head count).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from distilqa.distill.attention_scores import return_attention_probabilities, return_attention_scores
 from distilqa.distill.finetune import qa_tensors, trim_padding
 from distilqa.distill.losses import IntermediateDistiller, LayerMap, check_same_tokenizer
 from distilqa.distill.stage import stage_record, train_and_save
@@ -24,9 +24,12 @@ from distilqa.squad import load_squad
 from distilqa.windows import WindowConfig
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+AttentionTarget = Literal["scores", "probabilities", "none"]
 
 
-def intermediate_loss_fn(teacher: nn.Module):
+def intermediate_loss_fn(teacher: nn.Module, attention: bool):
+    """Loss over one micro-batch; shared by S1 (plain text) and S2a (SQuAD features)."""
+
     def loss(model: nn.Module, batch: dict[str, Tensor], distiller: nn.Module) -> dict[str, Tensor]:
         batch = trim_padding(batch)
         inputs = {k: batch[k] for k in INPUTS if k in batch}
@@ -34,15 +37,53 @@ def intermediate_loss_fn(teacher: nn.Module):
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
-            t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
-        s = model(**inputs, output_hidden_states=True, output_attentions=True)
-        terms = distiller(s.hidden_states, t.hidden_states, s.attentions, t.attentions, inputs["attention_mask"])
+            t = teacher(**inputs, output_hidden_states=True, output_attentions=attention)
+        s = model(**inputs, output_hidden_states=True, output_attentions=attention)
+        terms = distiller(
+            s.hidden_states, t.hidden_states,
+            s.attentions if attention else None, t.attentions if attention else None,
+            inputs["attention_mask"],
+        )  # fmt: skip
         out = {"loss": terms["total"], "hidden": terms["hidden"].detach()}
         if "attention" in terms:
             out["attention"] = terms["attention"].detach()
         return out
 
     return loss
+
+
+def prepare_pair(
+    student: Any, teacher: Any, student_tok: Any, teacher_tok: Any, attention_target: AttentionTarget,
+    mask_hidden_padding: bool,
+) -> tuple[IntermediateDistiller, dict[str, Any]]:  # fmt: skip
+    """Checks, attention capture and the distiller (with its projections) for a teacher/student pair."""
+    if attention_target not in ("scores", "probabilities", "none"):
+        raise ConfigError(f"attention target must be scores, probabilities or none, got {attention_target!r}")
+    check_same_tokenizer(student_tok, teacher_tok)
+    sc, tc = student.config, teacher.config
+    attention = attention_target != "none"
+    if attention and sc.num_attention_heads != tc.num_attention_heads:
+        raise ConfigError(
+            f"attention loss needs equal head counts (student {sc.num_attention_heads}, teacher "
+            f"{tc.num_attention_heads}); use --attention-target none or a teacher with the student's head count"
+        )
+    for model in (student, teacher):
+        if attention_target == "scores":
+            return_attention_scores(model)
+        elif attention_target == "probabilities":
+            return_attention_probabilities(model)
+    layer_map = LayerMap(sc.num_hidden_layers, tc.num_hidden_layers)
+    distiller = IntermediateDistiller(layer_map, sc.hidden_size, tc.hidden_size, attention, mask_hidden_padding)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    teacher.eval()
+    facts = {
+        "layer_map": {m: layer_map.teacher_layer(m) for m in range(layer_map.student_layers + 1)},
+        "attention_target": attention_target,
+        "hidden_padding_masked": mask_hidden_padding,
+        "projections": sc.hidden_size != tc.hidden_size,
+    }
+    return distiller, facts
 
 
 def distill_intermediate(
@@ -52,38 +93,17 @@ def distill_intermediate(
     output_dir: str,
     config: TrainConfig,
     window: WindowConfig,
-    attention: bool = True,
+    attention_target: AttentionTarget = "scores",
     mask_hidden_padding: bool = True,
 ) -> dict[str, Any]:
-    eager = {"attn_implementation": "eager"}  # attentions are only returned by eager attention
-    student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering", **eager)
-    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering", **eager)
-    check_same_tokenizer(student_tok, teacher_tok)
-    sc, tc = student.config, teacher.config
-    if attention and sc.num_attention_heads != tc.num_attention_heads:
-        raise ConfigError(
-            f"attention loss needs equal head counts (student {sc.num_attention_heads}, teacher "
-            f"{tc.num_attention_heads}); use --no-attention or a teacher with the student's head count"
-        )
-    layer_map = LayerMap(sc.num_hidden_layers, tc.num_hidden_layers)
-    distiller = IntermediateDistiller(layer_map, sc.hidden_size, tc.hidden_size, attention, mask_hidden_padding)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    teacher.eval()
+    student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering")
+    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
+    distiller, facts = prepare_pair(student, teacher, student_tok, teacher_tok, attention_target, mask_hidden_padding)
     dataset = load_squad(train_data)
     data = qa_tensors(dataset, student_tok, window)
     record = stage_record(
-        "intermediate",
-        train_data,
-        window,
-        config,
-        teacher=teacher_location,
-        student=student_location,
-        layer_map={m: layer_map.teacher_layer(m) for m in range(layer_map.student_layers + 1)},
-        attention_loss="probabilities" if attention else None,
-        projections=sc.hidden_size != tc.hidden_size,
+        "intermediate", train_data, window, config, teacher=teacher_location, student=student_location, **facts
     )
-    trainer = Trainer(
-        student, data, intermediate_loss_fn(teacher), config, output_dir, extra_modules=distiller, record=record
-    )
+    loss = intermediate_loss_fn(teacher, attention_target != "none")
+    trainer = Trainer(student, data, loss, config, output_dir, extra_modules=distiller, record=record)
     return train_and_save(trainer, student, student_tok, output_dir, record)

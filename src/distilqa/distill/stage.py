@@ -17,14 +17,15 @@ from distilqa.windows import WindowConfig
 
 
 def stage_record(
-    stage: str, train_data: str, window: WindowConfig, config: TrainConfig, **fields: Any
+    stage: str, train_data: str, window: WindowConfig | None, config: TrainConfig, **fields: Any
 ) -> dict[str, Any]:
+    checksum = fields.pop("train_data_checksum", None) or data_checksum(train_data)
     return {
         "stage": stage,
         **fields,
         "train_data": train_data,
-        "train_data_checksum": data_checksum(train_data),
-        "window": asdict(window),
+        "train_data_checksum": checksum,
+        "window": asdict(window) if window else None,
         "train": asdict(config),
         "code_version": code_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -52,6 +52,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: fp16 on GPUs without bf16 (V100), bf16 on newer GPUs, fp32 on CPU
     checkpoint_every: int = 0  # optimizer steps; 0 = none besides the final model
     log_every: int = 10
+    group_by_length: bool = False  # batches of similar lengths: less padding, same examples per epoch
 
     def __post_init__(self) -> None:
         positive = ("epochs", "global_batch_size", "per_device_batch_size", "log_every")
@@ -98,8 +99,11 @@ def init_distributed() -> Dist:
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or amp == "fp32":
-        return None  # CPU: fp32
+    if device.type != "cuda":
+        # CPU: fp32 unless bf16 is asked for explicitly (fast on CPUs with AVX-512 BF16 / AMX)
+        return torch.bfloat16 if amp == "bf16" else None
+    if amp == "fp32":
+        return None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[amp]
@@ -229,11 +233,38 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- training
 
+    def _epoch_order(self, epoch: int) -> Tensor:
+        """A permutation that depends on (seed, epoch) only, so a resumed run replays it exactly.
+
+        With `group_by_length`, examples are sorted by length within chunks of 32 global batches
+        and the batches of the epoch are then shuffled: batches hold similar lengths (less padding
+        after trimming) while every epoch still visits every example once in a random batch order.
+        """
+        cached = getattr(self, "_order_cache", None)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.num_examples, generator=generator)
+        if self.config.group_by_length and "attention_mask" in self.data:
+            g = self.config.global_batch_size
+            lengths = self.data["attention_mask"].sum(dim=1)[order]
+            chunk = 32 * g
+            parts = []
+            for start in range(0, len(order), chunk):
+                piece = order[start : start + chunk]
+                parts.append(piece[torch.argsort(lengths[start : start + chunk], descending=True, stable=True)])
+            grouped = torch.cat(parts)
+            usable = (len(grouped) // g) * g
+            batches = grouped[:usable].view(-1, g)
+            batches = batches[torch.randperm(len(batches), generator=generator)]
+            order = torch.cat([batches.reshape(-1), grouped[usable:]])
+        self._order_cache = (epoch, order)
+        return order
+
     def _micro_batches(self, step: int) -> list[Tensor]:
         """Example indices of this process's micro-batches for optimizer step `step`."""
         epoch, index = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.num_examples, generator=generator)
+        order = self._epoch_order(epoch)
         g = self.config.global_batch_size
         batch = order[index * g : (index + 1) * g]
         b = self.config.per_device_batch_size
