@@ -10,6 +10,10 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
+	@if [ -f runs/smoke/serve.pid ]; then kill $$(cat runs/smoke/serve.pid) 2>/dev/null; rm -f runs/smoke/serve.pid; fi
+	$(BIN)/distilqa run --profile smoke --output-dir runs/smoke --serve
+
+leaderboard: setup
 	@for sys in bert-single nlnet-single bidaf-elmo-single; do \
 		$(BIN)/distilqa eval src/distilqa/data/squad2/dev-v2.0.json.gz $(CONFORMANCE)/$$sys.predictions.json \
 			--na-prob-file $(CONFORMANCE)/$$sys.na_prob.json --format table || exit $$?; echo; \

@@ -1,0 +1,116 @@
+"""The pipeline: profiles validated at the edge, production compiled with its GPU settings, and the
+smoke profile run end to end under kfp.local (every stage) into a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from distilqa.errors import ConfigError
+from distilqa.pipelines.profile import load_profile
+from tests.conftest import assert_clean_failure, run_cli
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "production"])
+def test_profiles_load(name):
+    assert load_profile(name).name == name
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("prediction.lr=-1", "prediction.lr must be a positive number"),
+        ("window.doc_stride=384", "doc_stride"),
+        ("prediction.learning_rate=1e-4", "unknown key prediction.learning_rate"),
+        ("nosuch.key=1", "unknown section"),
+        ("prediction.epochs=two", "prediction.epochs must be an integer"),
+        ("gate.min_f1=120", "gate.min_f1"),
+        ("augment.replace_prob=1.5", "augment.replace_prob"),
+        ("deploy.mode=cloud", "deploy.mode"),
+        ("prediction", "section.key=value"),
+    ],
+)
+def test_bad_values_are_rejected_before_anything_runs(override, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        load_profile("smoke", [override])
+    result = run_cli("run", "--profile", "smoke", "--set", override, "--output-dir", str(tmp_path / "out"))
+    assert_clean_failure(result, message.split()[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_apply_and_unknown_profiles_fail(tmp_path):
+    p = load_profile("production", ["prediction.lr=5e-5", "resources.gpus=8"])
+    assert p.prediction.lr == 5e-5 and p.resources.gpus == 8
+    assert_clean_failure(run_cli("compile", "--profile", "nope", "-o", str(tmp_path / "x.yaml")), "unknown profile")
+
+
+def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_hyperparameters(tmp_path):
+    out = tmp_path / "production.yaml"
+    result = run_cli("compile", "--profile", "production", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec, platform = docs[0], docs[1]
+    executors = set(spec["deploymentSpec"]["executors"])
+    for step in ("ingest", "augment-shard", "augment-merge", "finetune-teacher", "import-model", "general",
+                 "prepare-student", "teacher-logits", "intermediate", "prediction", "evaluate", "gate", "register",
+                 "deploy", "open-tracking"):  # fmt: skip
+        assert any(e.startswith(f"exec-{step}-op") for e in executors), step
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    prediction = params["prediction"]["defaultValue"]
+    assert (prediction["batch_size"], prediction["epochs"], prediction["lr"], prediction["warmup_ratio"]) == (96, 4, 3e-5, 0.2)
+    assert (prediction["distillation_weight"], prediction["temperature"]) == (0.75, 1.5)
+    window = params["window"]["defaultValue"]
+    assert (window["max_seq_len"], window["doc_stride"], window["max_query_length"]) == (384, 128, 64)
+    assert params["augment"]["defaultValue"]["factor"] == 20
+    assert params["models_prediction_teacher"]["defaultValue"] == "deepset/roberta-large-squad2"
+    s2b = spec["deploymentSpec"]["executors"]["exec-prediction-op"]["container"]
+    assert s2b["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4
+    assert s2b["image"].endswith("cu126")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prediction-op"]
+    assert k8s["nodeSelector"]["labels"] == {"distilqa.io/pool": "gpu-v100"}
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and k8s["emptyDirMounts"][0]["medium"] == "Memory"
+    assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"distilqa-s3", "distilqa-mlflow"}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["register-op"]["cachingOptions"] == {} or not tasks["register-op"]["cachingOptions"].get("enableCache")
+    assert tasks["deploy-op"].get("cachingOptions", {}).get("enableCache") in (None, False)
+
+
+@pytest.mark.timeout(900)
+def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("run", "--profile", "smoke", "--output-dir", str(out), timeout=900)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    summary = json.loads((out / "summary.json").read_text())
+    stages = summary["stages"]
+    for step in ("ingest-op", "augment-shard-op", "augment-merge-op", "finetune-teacher-op", "finetune-teacher-op-2",
+                 "general-op", "intermediate-op", "teacher-logits-op", "prediction-op", "evaluate-op", "gate-op",
+                 "register-op", "deploy-op"):  # fmt: skip
+        assert step in stages, (step, stages)
+    assert summary["gate"]["passed"] is True and summary["version"] == "1"
+    assert set(summary["aliases"]) == {"challenger", "champion"}
+    assert set(summary["metrics"]) >= {"exact", "f1", "HasAns_f1", "NoAns_f1", "total"}
+    # the registered model is readable by the MLflow client, with provenance tags and the serving code
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    c = MlflowClient(summary["tracking_uri"])
+    mv = c.get_model_version_by_alias(summary["registered_model"], "champion")
+    assert mv.tags["train_data_checksum"].startswith("sha256:") and float(mv.tags["f1"]) == pytest.approx(
+        summary["metrics"]["f1"], abs=1e-3)  # fmt: skip
+    mlflow.set_tracking_uri(summary["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{summary['registered_model']}@champion")
+    answers = model.predict(pd.DataFrame([{"question": "Who?", "context": "Nobody knows."}]))
+    assert list(answers.columns) == ["answer", "no_answer_probability"] and len(answers) == 1
+    nested = c.search_runs([c.get_run(summary["mlflow_run_id"]).info.experiment_id],
+                           filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")  # fmt: skip
+    assert {r.info.run_name for r in nested} >= {"finetune_teacher", "general", "intermediate", "prediction", "register"}
+    # promote / rollback move the champion alias
+    assert run_cli("promote", "1", "--model-name", summary["registered_model"],
+                   "--tracking-uri", summary["tracking_uri"]).returncode == 0  # fmt: skip
+    assert_clean_failure(run_cli("rollback", "--model-name", summary["registered_model"],
+                                 "--tracking-uri", summary["tracking_uri"]), "no previous champion")  # fmt: skip
