@@ -7,9 +7,9 @@ import json
 
 import pytest
 import yaml
+from distilqa.pipelines.profile import load_profile
 
 from distilqa.errors import ConfigError
-from distilqa.pipelines.profile import load_profile
 from tests.conftest import assert_clean_failure, run_cli
 
 
