@@ -129,7 +129,7 @@ def collect_summary(profile: Profile, uri: str, stages: dict[str, float], total:
     mine = [v for v in versions if v.tags.get("kfp_run_id") and v.run_id and _parent_of(c, v.run_id) == parent.info.run_id]
     if mine:
         latest = max(mine, key=lambda v: int(v.version))
-        version, aliases = latest.version, list(c.get_model_version(name, latest.version).aliases)
+        version, aliases = str(latest.version), list(c.get_model_version(name, latest.version).aliases)
     return {
         "profile": profile.name,
         "tracking_uri": uri,
