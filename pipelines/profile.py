@@ -150,10 +150,7 @@ class Augment:
 
 
 @dataclass(frozen=True)
-class General(Train):
-    corpus: str = ""
-    max_seq_len: int = 384
-    max_sequences: int = 0  # 0 = the whole corpus
+class Intermediate(Train):
     attention_target: str = "scores"
 
     def check(self, where: str) -> None:
@@ -163,13 +160,12 @@ class General(Train):
 
 
 @dataclass(frozen=True)
-class Intermediate(Train):
-    attention_target: str = "scores"
+class General(Intermediate):
+    """S1 takes the S2a loss options plus its corpus and sequence length."""
 
-    def check(self, where: str) -> None:
-        super().check(where)
-        if self.attention_target not in ("scores", "probabilities", "none"):
-            raise ConfigError(f"{where}.attention_target must be scores, probabilities or none")
+    corpus: str = ""
+    max_seq_len: int = 384
+    max_sequences: int = 0  # 0 = the whole corpus
 
 
 @dataclass(frozen=True)
@@ -279,10 +275,7 @@ class Profile:
         return {f.name: asdict(getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "description")}
 
 
-SECTIONS = {f.name: f.type for f in fields(Profile) if f.name not in ("name", "description")}
-_TYPES = {"data": Data, "models": Models, "window": Window, "augment": Augment, "teacher_finetune": Train,
-          "general": General, "intermediate": Intermediate, "prediction": Prediction, "gate": Gate,
-          "registry": Registry, "deploy": Deploy, "resources": Resources}  # fmt: skip
+_TYPES = {f.name: type(f.default_factory()) for f in fields(Profile) if f.name not in ("name", "description")}  # type: ignore[misc]
 
 
 def build_section(name: str, values: dict[str, Any]) -> Any:
@@ -308,23 +301,15 @@ def _coerce(where: str, value: Any, kind: type) -> Any:
         if value in ("true", "false"):  # KFP passes booleans inside dict parameters as strings
             return value == "true"
         raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind in (int, float):
+        value = _number_from_text(value)
     if kind is int:
-        if isinstance(value, str):  # dict parameters built from pipeline channels arrive as strings
-            try:
-                value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, float) and value.is_integer():  # JSON numbers through KFP come back as floats
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value
     if kind is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)
@@ -332,6 +317,16 @@ def _coerce(where: str, value: Any, kind: type) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
+    return value
+
+
+def _number_from_text(value: Any) -> Any:
+    """Dict parameters built from pipeline channels arrive with their numbers as strings."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -376,7 +371,6 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
         raise ConfigError(f"{path}: a profile is a mapping of sections")
     meta = {k: raw.pop(k) for k in ("name", "description") if k in raw}
     for section, values in parse_overrides(overrides or []).items():
-        raw.setdefault(section, {}) if isinstance(raw.get(section, {}), dict) else None
         raw[section] = {**(raw.get(section) or {}), **values}
     unknown = sorted(set(raw) - set(_TYPES))
     if unknown:

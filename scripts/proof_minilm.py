@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -85,7 +86,7 @@ def main() -> int:
         from safetensors import safe_open
 
         with safe_open(str(work / model / "model.safetensors"), "pt") as f:
-            params = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+            params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
         rows.append({"model": label, "dir": model, "params": params, "predict_seconds": round(predict_s, 1),
                      "questions_per_s": round(metrics["total"] / predict_s, 1), **metrics})  # fmt: skip
 
@@ -95,13 +96,6 @@ def main() -> int:
     Path(args.out + ".md").write_text(render(result))
     print(render(result))
     return 0
-
-
-def _prod(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def render(result: dict) -> str:

@@ -574,7 +574,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         log = Path(args.output_dir) / "serve.log"
-        env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": summary["tracking_uri"]}
+        import os
+
+        env = {**os.environ, "MLFLOW_TRACKING_URI": summary["tracking_uri"]}
         proc = subprocess.Popen([sys.executable, "-m", "distilqa.cli", "serve",
                                  f"models:/{summary['registered_model']}@champion", "--port", str(args.port),
                                  "--precision", profile.deploy.precision, "--name", summary["registered_model"]],

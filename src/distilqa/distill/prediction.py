@@ -37,21 +37,28 @@ def prediction_loss_fn(temperature: float, weight: float):
     return loss
 
 
+def _student_data_and_teacher_logits(
+    teacher_location: str, student_tok: Any, train_data: str, window: WindowConfig, logits_cache: str | None
+) -> tuple[dict[str, Tensor], str, bool]:
+    """The student's features with the teacher's logits on the same ids (computed once, then cached)."""
+    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
+    check_same_tokenizer(student_tok, teacher_tok)
+    data = qa_tensors(load_squad(train_data), student_tok, window)  # the student's token ids, for both models
+    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
+    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
+    data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
+    return data, fingerprint, cached
+
+
 def precompute_teacher_logits(
     teacher_location: str, student_location: str, train_data: str, window: WindowConfig, logits_cache: str
 ) -> dict[str, Any]:
     """Fill the cache S2b reads (its own pipeline step, so a retried S2b never recomputes it)."""
-    from transformers import AutoTokenizer
-
-    from distilqa.model_io import resolve_location
-
-    student_tok = AutoTokenizer.from_pretrained(resolve_location(student_location))
-    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
-    check_same_tokenizer(student_tok, teacher_tok)
-    data = qa_tensors(load_squad(train_data), student_tok, window)
-    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
-    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
-    return {"features": int(logits.shape[0]), "cached": cached, "teacher_checksum": fingerprint}
+    student_tok, _ = load_pretrained(student_location, "AutoModelForQuestionAnswering")
+    data, fingerprint, cached = _student_data_and_teacher_logits(
+        teacher_location, student_tok, train_data, window, logits_cache
+    )
+    return {"features": len(data["teacher_logits"]), "cached": cached, "teacher_checksum": fingerprint}
 
 
 def distill_prediction(
@@ -68,14 +75,9 @@ def distill_prediction(
     if temperature <= 0 or not 0.0 <= weight <= 1.0:
         raise ConfigError(f"temperature must be > 0 and weight within [0, 1], got {temperature} and {weight}")
     student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering")
-    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
-    check_same_tokenizer(student_tok, teacher_tok)
-    dataset = load_squad(train_data)
-    data = qa_tensors(dataset, student_tok, window)  # the student's token ids, for both models
-    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
-    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
-    del teacher
-    data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
+    data, fingerprint, cached = _student_data_and_teacher_logits(
+        teacher_location, student_tok, train_data, window, logits_cache
+    )
     record = stage_record(
         "prediction",
         train_data,
