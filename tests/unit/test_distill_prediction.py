@@ -81,5 +81,5 @@ def test_bad_distillation_parameters(tiny_roberta_dir, teacher_dir, dev_slice_fi
             str(dev_slice_file), "-o", str(tmp_path / "x"), *WINDOW]  # fmt: skip
     assert_clean_failure(run_cli(*base, "--temperature", "0"), "temperature")
     assert_clean_failure(run_cli(*base, "--distillation-weight", "1.5"), "weight")
-    unknown = run_cli(*base[:2], "general", *base[3:])
+    unknown = run_cli(*base[:2], "pretrain", *base[3:])
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
