@@ -77,7 +77,7 @@ def model_dir_of(c: Any, name: str, version: str, dest: str | os.PathLike[str] |
     """The Hugging Face model directory inside a registered version (downloaded from its artifact store)."""
     import mlflow
 
-    c.get_model_version(name, version)  # a clear error when it does not exist
+    _existing_version(c, name, version)
     if dest:
         Path(dest).mkdir(parents=True, exist_ok=True)
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
@@ -115,9 +115,18 @@ def resolve_models_uri(uri: str, tracking_uri: str = "") -> Path:
     return model_dir_of(c, name, str(version), cache_dir() / "registry" / name / str(version))
 
 
+def _existing_version(c: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version(name, version)
+    except MlflowException:
+        raise ModelError(f"models:/{name}/{version}: no such registered model version") from None
+
+
 def promote(c: Any, name: str, version: str) -> str | None:
     """Make `version` the champion; the old champion becomes `previous-champion`. Returns the old version."""
-    c.get_model_version(name, version)  # raises when missing
+    _existing_version(c, name, version)
     old = version_by_alias(c, name, CHAMPION)
     if old is not None and str(old.version) != str(version):
         c.set_registered_model_alias(name, PREVIOUS, old.version)

@@ -112,5 +112,7 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
     # promote / rollback move the champion alias
     assert run_cli("promote", "1", "--model-name", summary["registered_model"],
                    "--tracking-uri", summary["tracking_uri"]).returncode == 0  # fmt: skip
+    assert_clean_failure(run_cli("promote", "99", "--model-name", summary["registered_model"],
+                                 "--tracking-uri", summary["tracking_uri"]), "no such registered model version")  # fmt: skip
     assert_clean_failure(run_cli("rollback", "--model-name", summary["registered_model"],
                                  "--tracking-uri", summary["tracking_uri"]), "no previous champion")  # fmt: skip
