@@ -68,7 +68,7 @@ def _secrets(task: Any, profile: Profile) -> Any:
 
 def _cpu(task: Any, profile: Profile, name: str, image: str | None = None) -> Any:
     task.set_display_name(name)
-    task.set_container_image(image or profile.resources.training_image)
+    task.set_container_image(image or profile.resources.cpu_image)
     return _secrets(task, profile)
 
 

