@@ -776,6 +776,23 @@ def _add_bench(sub: Any) -> None:
     bt.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up (default 3)")
     bt.add_argument("--output", help="also write the results as JSON here")
     bt.set_defaults(handler=_run_bench_train)
+    bc = bench_sub.add_parser(
+        "cost",
+        help="GPU-hours and cost of each stage of a profile on a node pool (FLOPs / measured MFU)",
+        description="Counts each stage's model FLOPs for the profile (windows x epochs x forward/backward of the "
+        "student and of every teacher run online) and converts them to node-hours at an MFU: measured on the "
+        "pool's GPU by `distilqa bench train --output F` (--bench-json F), or given (--mfu).",
+    )
+    bc.add_argument("--profile", default="production")
+    bc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bc.add_argument("--pool", default="p3.8xlarge", help="p3.8xlarge (4xV100, default), p4d.24xlarge, g6.12xlarge")
+    bc.add_argument("--mfu", type=float, default=0.30, help="model FLOPs utilisation (default 0.30, an assumption)")
+    bc.add_argument("--bench-json", help="take the MFU from `distilqa bench train --output` measured on the pool's GPU")
+    bc.add_argument("--price", type=float, help="$ per node-hour (default: on-demand us-east-1 list price)")
+    bc.add_argument("--s1-sequences", type=int, default=1_000_000,
+                    help="384-token corpus sequences per S1 epoch (default 1,000,000; the recipe's corpus size is unpublished)")
+    bc.add_argument("--output", help="also write the table as JSON here")
+    bc.set_defaults(handler=_run_bench_cost)
     bs = bench_sub.add_parser(
         "serve",
         help="throughput and latency of distilqa serve under load, against transformers' pipeline",
@@ -839,6 +856,36 @@ def _run_bench_train(args: argparse.Namespace) -> int:
 
         Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
+    return 0
+
+
+def _run_bench_cost(args: argparse.Namespace) -> int:
+    from distilqa.bench.cost import POOLS, estimate, mfu_from_bench, table
+    from distilqa.errors import ConfigError
+    from distilqa.pipelines.profile import load_profile
+
+    if args.pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}, got {args.pool!r}")
+    mfu, source = args.mfu, "assumed (--mfu)"
+    if args.bench_json:
+        gpu = POOLS[args.pool][0]
+        measured = mfu_from_bench(args.bench_json, gpu)
+        if measured is None:
+            raise ConfigError(f"--bench-json {args.bench_json}: no {gpu} measurement with an MFU in it")
+        mfu, source = measured, f"measured on {gpu} ({args.bench_json})"
+    if not 0 < mfu <= 1 or args.s1_sequences < 0 or (args.price is not None and args.price < 0):
+        raise ConfigError("--mfu must be within (0, 1], --s1-sequences and --price must be >= 0")
+    profile = load_profile(args.profile, args.overrides)
+    rows = estimate(profile, args.pool, mfu, args.s1_sequences, args.price)
+    gpu, gpus, tflops, price = POOLS[args.pool]
+    print(f"profile {profile.name} on {args.pool} ({gpus} x {gpu}, {tflops:g} TFLOP/s each), MFU {mfu:.0%} {source}, "
+          f"${args.price if args.price is not None else price:.2f}/node-hour\n")  # fmt: skip
+    print(table(rows))
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(json.dumps({"profile": profile.name, "pool": args.pool, "mfu": mfu, "mfu_source": source,
+                                                 "stages": [r.row() for r in rows]}, indent=1) + "\n")  # fmt: skip
     return 0
 
 

@@ -269,7 +269,7 @@ def test_mlflow_server_is_configured_as_the_stack_requires(built):
     server = next(d for d in objects if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
     (container,) = server["spec"]["template"]["spec"]["containers"]
     args = " ".join(container["args"])
-    for flag in ("--backend-store-uri=postgresql://", "--serve-artifacts", "--allowed-hosts=", "--app-name=basic-auth",
+    for flag in ("--backend-store-uri=postgresql+psycopg2://", "--serve-artifacts", "--allowed-hosts=", "--app-name=basic-auth",
                  "--artifacts-destination="):  # fmt: skip
         assert flag in args
     config = next(d for d in objects if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-config")["data"]
