@@ -10,12 +10,11 @@ from kfp import dsl
 def run_register(model_dir: str, eval_path: str, report_path: str, window: dict, deploy: dict, registry: dict,
                  tracking: dict, provenance: dict) -> str:  # fmt: skip
     import json
+    from dataclasses import asdict
 
     from distilqa.pipelines.profile import build_section
 
     from distilqa.registry import client, register
-
-    from dataclasses import asdict
 
     r, d = build_section("registry", registry), build_section("deploy", deploy)
     window = asdict(build_section("window", window))  # typed values (KFP hands JSON numbers back as floats)
