@@ -27,11 +27,11 @@ def probe(url: str, name: str, dev_path: str, predictions: dict, count: int) -> 
 
 
 def storage_uri(source: str, artifacts_destination: str) -> str:
-    """KServe reads s3://, not models:/ or mlflow-artifacts:/ URIs."""
+    """KServe reads s3:// (and gs:// on GKE), not models:/ or mlflow-artifacts:/ URIs."""
     if source.startswith("mlflow-artifacts:/"):
         return artifacts_destination.rstrip("/") + "/" + source.removeprefix("mlflow-artifacts:/").lstrip("/")
-    if not source.startswith("s3://"):
-        raise ValueError(f"{source}: the model's artifacts are not in S3; KServe cannot pull them")
+    if not source.startswith(("s3://", "gs://")):
+        raise ValueError(f"{source}: the model's artifacts are not in S3 or GCS; KServe cannot pull them")
     return source
 
 

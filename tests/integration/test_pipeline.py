@@ -69,6 +69,9 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert s2b["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4
     assert s2b["image"].endswith("cu126")
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-evaluate-op"]["container"]["image"] == "ghcr.io/distilqa/distilqa-cpu:0.1.0"  # no CUDA layers
+    assert executors["exec-deploy-op"]["container"]["image"] == "ghcr.io/distilqa/distilqa-serve:0.1.0"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prediction-op"]
     assert k8s["nodeSelector"]["labels"] == {"distilqa.io/pool": "gpu-v100"}
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"

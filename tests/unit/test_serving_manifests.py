@@ -101,3 +101,23 @@ def test_no_credentials_in_manifests():
     secret = next(d for d in build(OVERLAYS["base"]) if d["kind"] == "Secret")
     assert "data" not in secret and "stringData" not in secret  # a template, filled from a secret store
     assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+
+
+def test_the_deploy_steps_canary_patch_is_a_valid_inference_service():
+    """What components/deploy.py patches into the cluster's InferenceService passes the CRD schema."""
+    from distilqa.components.deploy import canary_spec, storage_uri
+    from distilqa.pipelines.profile import load_profile
+
+    deploy = vars(load_profile("production").deploy)
+    uri = storage_uri("mlflow-artifacts:/1/models/m-abc/artifacts", "s3://distilqa-mlflow-1234/artifacts")
+    assert uri == "s3://distilqa-mlflow-1234/artifacts/1/models/m-abc/artifacts"
+    assert storage_uri("gs://b/x", "unused") == "gs://b/x"
+    with pytest.raises(ValueError, match="KServe cannot pull"):
+        storage_uri("file:///tmp/model", "s3://b")
+    service = isvc(build(OVERLAYS["base"]))
+    service["spec"]["canary"] = [canary_spec(deploy, "ghcr.io/distilqa/distilqa-serve:0.1.0", uri, "tinyroberta-squad2")]
+    jsonschema.Draft7Validator(SCHEMA).validate(service)
+    (container,) = service["spec"]["canary"][0]["predictor"]["containers"]
+    args = build_parser().parse_args(["serve", *container["args"]])
+    assert args.host == "0.0.0.0" and args.precision == deploy["precision"]
+    assert service["spec"]["canary"][0]["trafficPercent"] == deploy["canary_percent"] == 10
