@@ -95,7 +95,7 @@ def run_local(profile: Profile, output_dir: str | os.PathLike[str]) -> dict[str,
     os.environ.setdefault("DISTILQA_CACHE", str(out / "cache"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp-root"), raise_on_error=True)
     clock = _TaskClock()
-    pipeline = build_pipeline(profile)
+    pipeline = build_pipeline(profile, condition_on_gate=False)
     logging.getLogger().addFilter(clock)
     t0 = time.perf_counter()
     try:

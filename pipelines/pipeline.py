@@ -9,6 +9,7 @@ MLflow secrets; none of that matters to kfp.local, which ignores it.
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from typing import Any
 
 from distilqa.components.augment import augment_merge_op, augment_shard_op
@@ -82,8 +83,14 @@ class _Models:
         return self._p[f"models_{key}"]
 
 
-def build_pipeline(profile: Profile) -> Any:
-    """The @dsl.pipeline for a profile: its sections are the parameters' defaults."""
+def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
+    """The @dsl.pipeline for a profile: its sections are the parameters' defaults.
+
+    condition_on_gate puts register and deploy under `dsl.If(gate.passed == True)`, as a cluster runs
+    them. kfp.local 2.17 cannot evaluate a condition on a task output ('Could not resolve parent
+    input'), so the local runner builds without it; register and deploy also check `passed`
+    themselves, so both DAGs register nothing on a failed gate.
+    """
     sections = profile.sections()
     # conditions compare scalar parameters, so the models section is flattened into models_<key>
     model_params = {f"models_{k}": v for k, v in sections.pop("models").items()}
@@ -144,19 +151,19 @@ def build_pipeline(profile: Profile) -> Any:
                             train_checksum=ingest.outputs["train_checksum"], dev_checksum=ingest.outputs["dev_checksum"],
                             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), profile, "gate")  # fmt: skip
         gate.set_caching_options(False)
-        # register and deploy act only on a passed gate (they check `passed` themselves: kfp.local 2.17 cannot
-        # evaluate a dsl.If on a task output - 'Could not resolve parent input' - and the pipeline must run there)
-        reg = _cpu(register_op(passed=gate.outputs["passed"], reason=gate.outputs["reason"], model=s2b.outputs["out"], evaluation=ev.outputs["evaluation"],
-                               report=gate.outputs["report"], window=p["window"], deploy=p["deploy"],
-                               registry=p["registry"], tracking=track, models=p["models"],
-                               train_checksum=ingest.outputs["train_checksum"],
-                               dev_checksum=ingest.outputs["dev_checksum"],
-                               kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), profile, "register")  # fmt: skip
-        reg.set_caching_options(False)
-        dep = _cpu(deploy_op(version=reg.outputs["version"], dev=dev, predictions=ev.outputs["predictions"],
-                             deploy=p["deploy"], registry=p["registry"], resources=p["resources"], tracking=track),
-                   profile, "deploy", image=profile.resources.serving_image)  # fmt: skip
-        dep.set_caching_options(False)
+        passed = dsl.If(gate.outputs["passed"] == True, name="gate-passed") if condition_on_gate else nullcontext()  # noqa: E712
+        with passed:
+            reg = _cpu(register_op(passed=gate.outputs["passed"], reason=gate.outputs["reason"], model=s2b.outputs["out"], evaluation=ev.outputs["evaluation"],
+                                   report=gate.outputs["report"], window=p["window"], deploy=p["deploy"],
+                                   registry=p["registry"], tracking=track, models=p["models"],
+                                   train_checksum=ingest.outputs["train_checksum"],
+                                   dev_checksum=ingest.outputs["dev_checksum"],
+                                   kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), profile, "register")  # fmt: skip
+            reg.set_caching_options(False)
+            dep = _cpu(deploy_op(version=reg.outputs["version"], dev=dev, predictions=ev.outputs["predictions"],
+                                 deploy=p["deploy"], registry=p["registry"], resources=p["resources"], tracking=track),
+                       profile, "deploy", image=profile.resources.serving_image)  # fmt: skip
+            dep.set_caching_options(False)
 
     params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value, annotation=type(value))
               for name, value in defaults.items()]  # fmt: skip

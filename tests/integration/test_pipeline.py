@@ -77,7 +77,12 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and k8s["emptyDirMounts"][0]["medium"] == "Memory"
     assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"distilqa-s3", "distilqa-mlflow"}
-    tasks = spec["root"]["dag"]["tasks"]
+    # register and deploy run only under the gate's condition, uncached
+    root = spec["root"]["dag"]["tasks"]
+    (gated,) = [name for name, task in root.items() if "triggerPolicy" in task]
+    assert root[gated]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-passed'] == true"
+    tasks = spec["components"][f"comp-{gated}"]["dag"]["tasks"]
+    assert set(tasks) == {"register-op", "deploy-op"}
     assert tasks["register-op"]["cachingOptions"] == {} or not tasks["register-op"]["cachingOptions"].get("enableCache")
     assert tasks["deploy-op"].get("cachingOptions", {}).get("enableCache") in (None, False)
 
