@@ -151,7 +151,7 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
                             train_checksum=ingest.outputs["train_checksum"], dev_checksum=ingest.outputs["dev_checksum"],
                             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), profile, "gate")  # fmt: skip
         gate.set_caching_options(False)
-        passed = dsl.If(gate.outputs["passed"] == True, name="gate-passed") if condition_on_gate else nullcontext()  # noqa: E712
+        passed = dsl.If(gate.outputs["decision"] == "passed", name="gate-passed") if condition_on_gate else nullcontext()
         with passed:
             reg = _cpu(register_op(passed=gate.outputs["passed"], reason=gate.outputs["reason"], model=s2b.outputs["out"], evaluation=ev.outputs["evaluation"],
                                    report=gate.outputs["report"], window=p["window"], deploy=p["deploy"],

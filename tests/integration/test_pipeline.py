@@ -80,7 +80,7 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     # register and deploy run only under the gate's condition, uncached
     root = spec["root"]["dag"]["tasks"]
     (gated,) = [name for name, task in root.items() if "triggerPolicy" in task]
-    assert root[gated]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-passed'] == true"
+    assert root[gated]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-decision'] == 'passed'"
     tasks = spec["components"][f"comp-{gated}"]["dag"]["tasks"]
     assert set(tasks) == {"register-op", "deploy-op"}
     assert tasks["register-op"]["cachingOptions"] == {} or not tasks["register-op"]["cachingOptions"].get("enableCache")
