@@ -77,6 +77,12 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
         raise DataError(f"{uri}: writing over http(s) is not supported")
     path = Path(uri)
     try:
+        if path.exists() and not path.is_file():
+            # /dev/null, /dev/stdout, a named pipe: write through. Renaming a temporary file over it
+            # would replace the device itself (as root, /dev/null became a plain file once).
+            with path.open("wb") as out:
+                out.write(data)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         tmp.write_bytes(data)

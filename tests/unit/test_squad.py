@@ -10,7 +10,7 @@ import pytest
 
 from distilqa.errors import DataError
 from distilqa.squad import DEFAULT_DEV_SET, load_squad, parse_squad, write_squad
-from tests.conftest import assert_clean_failure, run_cli
+from tests.conftest import CONFORMANCE, assert_clean_failure, run_cli
 
 
 def tiny(context="Normandy is a region in France. France is big.", **qa_overrides) -> dict:
@@ -133,3 +133,24 @@ def test_cli_rejects_a_corrupt_gzip(tmp_path):
     pred = tmp_path / "pred.json"
     pred.write_text("{}")
     assert_clean_failure(run_cli("eval", str(path), str(pred)), "dev.json.gz", "gzip")
+
+
+def test_writing_to_a_device_or_pipe_writes_through_and_keeps_it(tmp_path):
+    """`-o /dev/null` must not rename a temporary file over the device (as root it replaced /dev/null)."""
+    import os
+    import stat
+    import threading
+
+    from distilqa.storage import write_bytes
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_bytes(fifo, b'{"exact": 1}')
+    reader.join(timeout=10)
+    assert received == [b'{"exact": 1}']
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "pipe.partial").exists()
+    assert run_cli("eval", str(DEFAULT_DEV_SET), str(CONFORMANCE / "bert-single.predictions.json"), "-o", "/dev/null").returncode == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
