@@ -23,6 +23,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float) -> bool:
+    """Poll /v2/health/ready until it answers 200 (True), the process exits or time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
 class ServerProcess:
     def __init__(self, model: str | Path, *args: str, log: str | Path | None = None, timeout: float = 180) -> None:
         self.port = free_port()
@@ -35,18 +49,11 @@ class ServerProcess:
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text()[-2000:] if self.log_path else ""
-                raise DistilqaError(f"distilqa serve exited with status {self.proc.returncode}\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
+        if wait_ready(self.proc, self.url, timeout):
+            return
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text()[-2000:] if self.log_path else ""
+            raise DistilqaError(f"distilqa serve exited with status {self.proc.returncode}\n{tail}")
         self.stop()
         raise DistilqaError(f"distilqa serve was not ready after {timeout:.0f}s")
 

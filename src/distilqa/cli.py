@@ -583,7 +583,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
                                 stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)  # noqa: SIM115  # fmt: skip
         (Path(args.output_dir) / "serve.pid").write_text(str(proc.pid))
         url = f"http://127.0.0.1:{args.port}"
-        if not _wait_until_ready(proc, url, timeout=120):
+        from distilqa.serving.process import wait_ready
+
+        if not wait_ready(proc, url, timeout=120):
             print(f"distilqa run: the champion's server did not become ready; see {log}", file=sys.stderr)
             return 1
         print(f"serving the champion at {url} (log {log}; stop: kill $(cat {Path(args.output_dir) / 'serve.pid'}))\n"
@@ -860,24 +862,6 @@ def _run_bench_train(args: argparse.Namespace) -> int:
         Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0
-
-
-def _wait_until_ready(proc: Any, url: str, timeout: float) -> bool:
-    """Poll /v2/health/ready so the printed `predict --url` call works the moment it is shown."""
-    import time
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    return False
 
 
 def _run_bench_cost(args: argparse.Namespace) -> int:
