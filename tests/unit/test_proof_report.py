@@ -1,0 +1,49 @@
+"""The MiniLM proof's verdict is computed, not written: check the rule it applies."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def render():
+    spec = importlib.util.spec_from_file_location("proof_minilm", ROOT / "scripts" / "proof_minilm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.render
+
+
+def _result(ft: float, matched: float, distilled: float, reused: bool = False) -> dict:
+    def row(name: str, d: str, f1: float) -> dict:
+        return {"model": name, "dir": d, "params": 17e6, "exact": f1 - 1, "f1": f1, "HasAns_exact": 1.0,
+                "HasAns_f1": 2.0, "NoAns_exact": 3.0, "questions_per_s": 50.0}  # fmt: skip
+
+    return {
+        "heldout_questions": 1978,
+        "cpu_threads": 2,
+        "settings": {"epochs": 2, "s2a_epochs": 1},
+        "rows": [
+            row("ft", "student-finetuned", ft),
+            row("ft matched", "student-finetuned-matched", matched),
+            row("distilled", "student-distilled", distilled),
+        ],  # fmt: skip
+        "stages": [{"stage": "teacher fine-tune", "command": "distilqa finetune x", "seconds": 12.0, "reused": reused}],
+    }
+
+
+def test_distillation_must_beat_every_control(render) -> None:
+    assert "**Distillation beats fine-tuning alone**" in render(_result(50.0, 52.0, 55.0))
+    # beating the short control but not the matched-epochs one is not a win
+    text = render(_result(50.0, 56.0, 55.0))
+    assert "**Distillation does NOT beat fine-tuning alone**" in text
+    assert "-1.00 F1 vs ft matched" in text and "+5.00 F1 vs ft" in text
+
+
+def test_reused_stages_are_marked(render) -> None:
+    assert "12.0 †" in render(_result(1, 2, 3, reused=True))
+    assert "†" not in render(_result(1, 2, 3, reused=False))
