@@ -163,8 +163,9 @@ def render(result: dict) -> str:
             f"**Distillation {verdict} fine-tuning alone** on the held-out articles: {deltas}. "
             f"Budgets: S2b and the first control train {s['epochs']} epoch(s) with the same batch, lr and "
             f"schedule; the distilled student also had {s['s2a_epochs']} S2a epoch(s) of intermediate-layer "
-            "distillation before S2b (as in the recipe), so the second control fine-tunes for as many epochs "
-            "in total. All students start from the same 3 teacher layers (every 2nd).",
+            "distillation before S2b (as in the recipe)"
+            + (", so the second control fine-tunes for as many epochs in total. " if len(controls) > 1 else ". ")
+            + "All students start from the same 3 teacher layers (every 2nd).",
         ]
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
     lines += [
