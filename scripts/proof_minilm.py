@@ -81,15 +81,8 @@ def main() -> int:
     def train(name: str, out: str, *argv: str) -> None:
         sh(log, name, *argv, "-o", w(out), *window, *train_args, output=work / out, reuse=args.reuse)
 
-    train(
-        "teacher fine-tune",
-        "teacher",
-        "finetune",
-        base,
-        w("train.json"),
-        "--epochs",
-        str(args.teacher_epochs or args.epochs),
-    )
+    teacher_epochs = str(args.teacher_epochs or args.epochs)
+    train("teacher fine-tune", "teacher", "finetune", base, w("train.json"), "--epochs", teacher_epochs)
     sh(log, "student init", "make-student", w("teacher"), "-o", w("student-init"), "--layers", "3")
     train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
     # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
