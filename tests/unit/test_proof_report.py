@@ -47,3 +47,23 @@ def test_distillation_must_beat_every_control(render) -> None:
 def test_reused_stages_are_marked(render) -> None:
     assert "12.0 †" in render(_result(1, 2, 3, reused=True))
     assert "†" not in render(_result(1, 2, 3, reused=False))
+
+
+def test_best_threshold_columns_are_shown_when_measured(render) -> None:
+    result = _result(50.0, 52.0, 55.0)
+    result["rows"][2].update(best_exact=57.25, best_f1=59.5)
+    lines = render(result).splitlines()
+    distilled = next(line for line in lines if line.startswith("| distilled |"))
+    assert "| 57.25 | 59.50 |" in distilled
+    # older results (no na-prob file) still render, with the columns marked as not measured
+    ft = next(line for line in lines if line.startswith("| ft |"))
+    assert "| nan | nan |" in ft
+
+
+def test_a_skipped_matched_control_is_said(render) -> None:
+    result = _result(50.0, 0.0, 55.0)
+    result["rows"].pop(1)
+    result["settings"]["no_matched_control"] = True
+    text = render(result)
+    assert "**Distillation beats fine-tuning alone**" in text and "not run for this result" in text
+    assert "not run" not in render(_result(50.0, 52.0, 55.0))
