@@ -82,8 +82,9 @@ def main() -> int:
     w = lambda name: str(work / name)  # noqa: E731
     log: list[dict] = []
 
-    def train(name: str, out: str, *argv: str) -> None:
-        sh(log, name, *argv, "-o", w(out), *window, *train_args, output=work / out, reuse=args.reuse)
+    def train(name: str, out: str, *argv: str, overrides: tuple[str, ...] = ()) -> None:
+        """`overrides` come last, so they win over the common training arguments."""
+        sh(log, name, *argv, "-o", w(out), *window, *train_args, *overrides, output=work / out, reuse=args.reuse)
 
     teacher_epochs = str(args.teacher_epochs or args.epochs)
     train("teacher fine-tune", "teacher", "finetune", base, w("train.json"), "--epochs", teacher_epochs)
@@ -91,9 +92,8 @@ def main() -> int:
     if args.teacher_more_epochs:
         # continuing at half the lr is cheaper than a longer first phase and keeps that phase reusable
         teacher = "teacher-phase2"
-        half_lr = ["--lr", str(float(args.lr) / 2)]
-        sh(log, "teacher fine-tune, phase 2", "finetune", w("teacher"), w("train.json"), "-o", w(teacher), *window,
-           *train_args, *half_lr, "--epochs", str(args.teacher_more_epochs), output=work / teacher, reuse=args.reuse)  # fmt: skip
+        train("teacher fine-tune, phase 2", teacher, "finetune", w("teacher"), w("train.json"),
+              "--epochs", str(args.teacher_more_epochs), overrides=("--lr", str(float(args.lr) / 2)))  # fmt: skip
     sh(log, "student init", "make-student", w(teacher), "-o", w("student-init"), "--layers", "3")
     train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
     # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
@@ -107,15 +107,12 @@ def main() -> int:
     train("(b) S2b prediction", "student-distilled", "distill", "--stage", "prediction", "--teacher", w(teacher),
           "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs)  # fmt: skip
 
+    models = [("teacher (MiniLM-L6, fine-tuned)", teacher), (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned")]  # fmt: skip
+    if not args.no_matched_control:
+        models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
+    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}) distilled", "student-distilled"))
     rows = []
-    for label, model in (
-        ("teacher (MiniLM-L6, fine-tuned)", teacher),
-        (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned"),
-        (f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"),
-        (f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}) distilled", "student-distilled"),
-    ):
-        if model == "student-finetuned-matched" and args.no_matched_control:
-            continue
+    for label, model in models:
         preds, scores, na = w(f"{model}.pred.json"), w(f"{model}.eval.json"), w(f"{model}.na_prob.json")
         t0 = time.perf_counter()
         sh(log, f"predict {model}", "predict", w(model), w("heldout.json"), "-o", preds, *window,
