@@ -54,6 +54,9 @@ def main() -> int:
     ap.add_argument("--s2a-epochs", type=int, default=1)
     ap.add_argument("--no-matched-control", action="store_true",
                     help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)")  # fmt: skip
+    ap.add_argument("--distillation-weight", type=float, default=0.75,
+                    help="S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: 0.75)")  # fmt: skip
+    ap.add_argument("--temperature", type=float, default=1.5, help="S2b softmax temperature (recipe: 1.5)")
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="bf16", help="training precision (bf16 autocast is fast on AVX-512 BF16 CPUs)")
     ap.add_argument("--max-seq-len", default="192")
@@ -104,13 +107,19 @@ def main() -> int:
               w("train.json"), "--epochs", matched)  # fmt: skip
     train("(b) S2a intermediate", "student-s2a", "distill", "--stage", "intermediate", "--teacher", w(teacher),
           "--student", w("student-init"), w("train.json"), "--epochs", str(args.s2a_epochs))  # fmt: skip
-    train("(b) S2b prediction", "student-distilled", "distill", "--stage", "prediction", "--teacher", w(teacher),
-          "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs)  # fmt: skip
+    # a non-recipe S2b gets its own directory, so --reuse never mixes variants; the teacher logits are
+    # keyed by teacher, data and tokenisation only, so every variant shares them
+    recipe_s2b = (args.distillation_weight, args.temperature) == (0.75, 1.5)
+    distilled = "student-distilled" + ("" if recipe_s2b else f"-w{args.distillation_weight:g}-t{args.temperature:g}")
+    train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
+          "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs,
+          "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
 
     models = [("teacher (MiniLM-L6, fine-tuned)", teacher), (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned")]  # fmt: skip
     if not args.no_matched_control:
         models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
-    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}) distilled", "student-distilled"))
+    s2b = f"w {args.distillation_weight:g}, T {args.temperature:g}"
+    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}, {s2b}) distilled", distilled))
     rows = []
     for label, model in models:
         preds, scores, na = w(f"{model}.pred.json"), w(f"{model}.eval.json"), w(f"{model}.na_prob.json")
@@ -160,8 +169,9 @@ def render(result: dict) -> str:
         )
     by_dir = {r["dir"]: r for r in result["rows"]}
     controls = [by_dir[d] for d in ("student-finetuned", "student-finetuned-matched") if d in by_dir]
-    if controls and "student-distilled" in by_dir:
-        b, s = by_dir["student-distilled"], result["settings"]
+    distilled = next((r for r in result["rows"] if r["dir"].startswith("student-distilled")), None)
+    if controls and distilled:
+        b, s = distilled, result["settings"]
         wins = [b["f1"] > a["f1"] and b["exact"] > a["exact"] for a in controls]
         verdict = "beats" if all(wins) else "does NOT beat"
         deltas = "; ".join(

@@ -175,8 +175,9 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="auto (default: bf16 where the CPU has native bf16, else fp32), fp32, bf16 weights, or int8 "
-        "dynamically quantised Linear layers; predict and serve give identical answers at the same precision",
+        help="auto (default: int8 where the CPU has VNNI, else bf16 where it has native bf16, else fp32), fp32, "
+        "bf16 weights, or int8 dynamically quantised Linear layers; predict and serve give identical answers at "
+        "the same precision (int8: for questions batched alike, its activation scale is per forward pass)",
     )
 
 
@@ -815,6 +816,7 @@ def _add_bench(sub: Any) -> None:
     bs.add_argument("--output", help="also write the results as JSON here")
     bs.add_argument("--max-batch-size", type=int, default=32, help="passed to distilqa serve")
     bs.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to distilqa serve")
+    bs.add_argument("--windows-per-forward", type=int, default=None, help="passed to distilqa serve")
     bs.set_defaults(handler=_run_bench_serve)
     ba = bench_sub.add_parser(
         "augment",
@@ -915,7 +917,8 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     return run_serve_benchmark(
         args.model, args.questions, args.concurrency, args.precision, args.pipeline_python, args.soak_seconds,
         args.work_dir, args.output,
-        ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)],
+        ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+        + ([] if args.windows_per_forward is None else ["--windows-per-forward", str(args.windows_per_forward)]),
     )  # fmt: skip
 
 

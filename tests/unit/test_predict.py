@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from distilqa.decode import DecodeConfig
+from distilqa.errors import ConfigError
 from distilqa.inference import BatchConfig, QAModel
 from distilqa.squad import load_squad
 from distilqa.windows import WindowConfig
@@ -133,8 +134,33 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
 
 def test_auto_precision_and_bad_precision():
     from distilqa.errors import ConfigError
-    from distilqa.inference import cpu_has_native_bf16, resolve_precision
+    from distilqa.inference import cpu_has_fast_int8, cpu_has_native_bf16, resolve_precision
 
-    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto") == (
+        "int8" if cpu_has_fast_int8() else "bf16" if cpu_has_native_bf16() else "fp32"
+    )
     with pytest.raises(ConfigError, match="precision"):
         resolve_precision("fp8")
+
+
+def test_length_buckets_bound_padding_and_keep_every_window():
+    lengths = [384, 60, 380, 200, 190, 61, 384, 100, 95, 70]
+    chunks = BatchConfig(4, max_pad_fraction=0.1).chunks(lengths)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) <= 4
+        assert min(lengths[i] for i in chunk) >= 0.9 * max(lengths[i] for i in chunk)
+    assert [[lengths[i] for i in c] for c in chunks] == [[384, 384, 380], [200, 190], [100, 95], [70], [61, 60]]
+    # without sorting: input order, fixed-size batches (the naive baseline of bench predict)
+    assert BatchConfig(4, sort_by_length=False).chunks(lengths) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with pytest.raises(ConfigError, match="max_pad_fraction"):
+        BatchConfig(4, max_pad_fraction=1.5)
+
+
+def test_length_buckets_do_not_change_fp32_answers(tiny_roberta_dir, dev_slice_file):
+    examples = load_squad(dev_slice_file).examples()[:40]
+    model = QAModel.load(tiny_roberta_dir, "fp32")
+    window = WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64)
+    one_bucket = model.answer(examples, window, DecodeConfig(), BatchConfig(16, max_pad_fraction=1.0))
+    tight = model.answer(examples, window, DecodeConfig(), BatchConfig(16, max_pad_fraction=0.0))
+    assert [a.text for a in one_bucket] == [a.text for a in tight]

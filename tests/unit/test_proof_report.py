@@ -67,3 +67,11 @@ def test_a_skipped_matched_control_is_said(render) -> None:
     text = render(result)
     assert "**Distillation beats fine-tuning alone**" in text and "not run for this result" in text
     assert "not run" not in render(_result(50.0, 52.0, 55.0))
+
+
+def test_a_non_recipe_s2b_variant_is_judged_too(render) -> None:
+    result = _result(50.0, 52.0, 55.0)
+    result["rows"][2]["dir"] = "student-distilled-w0.25-t1.5"
+    assert "**Distillation beats fine-tuning alone**" in render(result)
+    result["rows"][2]["f1"] = 51.0
+    assert "**Distillation does NOT beat fine-tuning alone**" in render(result)
