@@ -175,7 +175,7 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="auto (default: int8 where the CPU has VNNI, else bf16 where it has native bf16, else fp32), fp32, "
+        help="auto (default: bf16 where the CPU has native bf16, else fp32), fp32, "
         "bf16 weights, or int8 dynamically quantised Linear layers; predict and serve give identical answers at "
         "the same precision (int8: for questions batched alike, its activation scale is per forward pass)",
     )

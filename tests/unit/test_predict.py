@@ -134,11 +134,9 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
 
 def test_auto_precision_and_bad_precision():
     from distilqa.errors import ConfigError
-    from distilqa.inference import cpu_has_fast_int8, cpu_has_native_bf16, resolve_precision
+    from distilqa.inference import cpu_has_native_bf16, resolve_precision
 
-    assert resolve_precision("auto") == (
-        "int8" if cpu_has_fast_int8() else "bf16" if cpu_has_native_bf16() else "fp32"
-    )
+    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
     with pytest.raises(ConfigError, match="precision"):
         resolve_precision("fp8")
 
