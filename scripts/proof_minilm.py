@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the recipe's S2b settings (RECIPE.md); other values train into a directory of their own
+RECIPE_WEIGHT, RECIPE_TEMPERATURE = 0.75, 1.5
 
 
 def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse: bool = False) -> float:
@@ -54,9 +56,10 @@ def main() -> int:
     ap.add_argument("--s2a-epochs", type=int, default=1)
     ap.add_argument("--no-matched-control", action="store_true",
                     help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)")  # fmt: skip
-    ap.add_argument("--distillation-weight", type=float, default=0.75,
-                    help="S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: 0.75)")  # fmt: skip
-    ap.add_argument("--temperature", type=float, default=1.5, help="S2b softmax temperature (recipe: 1.5)")
+    ap.add_argument("--distillation-weight", type=float, default=RECIPE_WEIGHT,
+                    help=f"S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: {RECIPE_WEIGHT})")  # fmt: skip
+    ap.add_argument("--temperature", type=float, default=RECIPE_TEMPERATURE,
+                    help=f"S2b softmax temperature (recipe: {RECIPE_TEMPERATURE})")  # fmt: skip
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="bf16", help="training precision (bf16 autocast is fast on AVX-512 BF16 CPUs)")
     ap.add_argument("--max-seq-len", default="192")
@@ -109,7 +112,7 @@ def main() -> int:
           "--student", w("student-init"), w("train.json"), "--epochs", str(args.s2a_epochs))  # fmt: skip
     # a non-recipe S2b gets its own directory, so --reuse never mixes variants; the teacher logits are
     # keyed by teacher, data and tokenisation only, so every variant shares them
-    recipe_s2b = (args.distillation_weight, args.temperature) == (0.75, 1.5)
+    recipe_s2b = (args.distillation_weight, args.temperature) == (RECIPE_WEIGHT, RECIPE_TEMPERATURE)
     distilled = "student-distilled" + ("" if recipe_s2b else f"-w{args.distillation_weight:g}-t{args.temperature:g}")
     train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
           "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs,

@@ -26,16 +26,12 @@ Precision = Literal["auto", "fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 
 
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run at several times the fp32 rate."""
-    flags = _cpu_flags()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
