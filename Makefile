@@ -45,7 +45,7 @@ $(HF52)/bin/python:
 	$(HF52)/bin/uv pip install --quiet --python $(HF52)/bin/python --compile-bytecode "transformers>=5.2,<5.3" "torch==2.13.0"
 
 bench-serve: setup $(HF52)/bin/python
-	$(BIN)/distilqa bench serve --questions 400 --concurrency 16 --precision auto --max-wait-ms 30 \
+	$(BIN)/distilqa bench serve --questions 400 --concurrency 16 --precision auto \
 		--pipeline-python $(HF52)/bin/python --soak-seconds 120 --output docs/bench-serve.json
 
 bench-train: setup

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import kserve
-from distilqa.serving.batching import MicroBatcher
+from distilqa.serving.batching import MicroBatcher, threads_per_worker
 from distilqa.serving.requests import InvalidRequest, Options, parse_v1, parse_v2
 from distilqa.serving.settings import ServeSettings
 from kserve.errors import InvalidInput
@@ -40,6 +40,9 @@ class QAPredictor(kserve.Model):
         self.batcher: MicroBatcher | None = None
 
     def load(self) -> bool:
+        import torch
+
+        torch.set_num_threads(threads_per_worker(self.settings.batching.workers))  # the workers share the cores
         self.qa = QAModel.load(self.model_location, self.settings.precision)
         self.batcher = MicroBatcher(self._run, self.settings.batching, on_batch=_observe)
         self._run([(WARMUP, Options(self.settings.decode))])  # ready only once a real inference has run

@@ -175,9 +175,9 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="auto (default: bf16 where the CPU has native bf16, else fp32), fp32, "
-        "bf16 weights, or int8 dynamically quantised Linear layers; predict and serve give identical answers at "
-        "the same precision (int8: for questions batched alike, its activation scale is per forward pass)",
+        help="auto (default: int8 on CPUs with VNNI, else bf16 where the CPU has native bf16, else fp32), fp32, "
+        "bf16 weights, or int8 Linear layers quantised per window; predict and serve give identical answers at "
+        "the same precision, however questions are batched",
     )
 
 
@@ -280,9 +280,12 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--name", default="distilqa", help="model name in the URLs (default distilqa)")
     _add_window_args(p)
     _add_decode_args(p)
-    p.add_argument("--max-batch-size", type=int, default=32, help="questions per micro-batch (default 32)")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="questions per micro-batch (default 8: leaves questions for the other workers)")  # fmt: skip
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for company (default 5)")
     p.add_argument("--windows-per-forward", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2,
+                   help="micro-batches computing at once, each on its share of the cores (default 2)")  # fmt: skip
     p.add_argument("--max-instances", type=int, default=64, help="questions per request (default 64)")
     p.add_argument("--max-context-chars", type=int, default=100_000)
     p.add_argument("--price-per-second", type=float, default=0.0, help="compute price, reported per response")
@@ -300,7 +303,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
-    for flag in ("max_batch_size", "windows_per_forward", "max_instances", "max_context_chars"):
+    for flag in ("max_batch_size", "windows_per_forward", "workers", "max_instances", "max_context_chars"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0 <= args.max_wait_ms <= 10_000 or args.price_per_second < 0:
@@ -308,7 +311,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         window=WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length),
         decode=DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold),
-        batching=BatchingConfig(args.max_batch_size, args.max_wait_ms / 1000.0),
+        batching=BatchingConfig(args.max_batch_size, args.max_wait_ms / 1000.0, args.workers),
         limits=Limits(max_instances=args.max_instances, max_context_chars=args.max_context_chars),
         windows_per_forward=args.windows_per_forward,
         price_per_second=args.price_per_second,
@@ -814,9 +817,10 @@ def _add_bench(sub: Any) -> None:
     bs.add_argument("--soak-seconds", type=float, default=0.0, help="also soak at concurrency 16 (e.g. 120)")
     bs.add_argument("--work-dir", default=".bench")
     bs.add_argument("--output", help="also write the results as JSON here")
-    bs.add_argument("--max-batch-size", type=int, default=32, help="passed to distilqa serve")
-    bs.add_argument("--max-wait-ms", type=float, default=5.0, help="passed to distilqa serve")
+    bs.add_argument("--max-batch-size", type=int, default=None, help="passed to distilqa serve")
+    bs.add_argument("--max-wait-ms", type=float, default=None, help="passed to distilqa serve")
     bs.add_argument("--windows-per-forward", type=int, default=None, help="passed to distilqa serve")
+    bs.add_argument("--workers", type=int, default=None, help="passed to distilqa serve")
     bs.set_defaults(handler=_run_bench_serve)
     ba = bench_sub.add_parser(
         "augment",
@@ -917,8 +921,8 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     return run_serve_benchmark(
         args.model, args.questions, args.concurrency, args.precision, args.pipeline_python, args.soak_seconds,
         args.work_dir, args.output,
-        ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
-        + ([] if args.windows_per_forward is None else ["--windows-per-forward", str(args.windows_per_forward)]),
+        [f"--{flag.replace('_', '-')}={getattr(args, flag)}"
+         for flag in ("max_batch_size", "max_wait_ms", "windows_per_forward", "workers") if getattr(args, flag) is not None],
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,44 +26,50 @@ Precision = Literal["auto", "fp32", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run at several times the fp32 rate."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot() -> bool:
+    """VNNI (AVX-512 or AVX): fbgemm's int8 GEMM multiplies and accumulates in one instruction."""
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def resolve_precision(precision: str) -> str:
-    """`auto` -> bf16 where the CPU computes bf16 natively, else fp32; int8 only when asked for.
+    """`auto` -> int8 on VNNI CPUs, else bf16 where the CPU computes bf16 natively, else fp32.
 
-    int8 is faster and within its accuracy budget (tests/integration/test_precision_accuracy.py), but
-    dynamic quantisation scales activations per forward pass, so an int8 answer depends on which
-    other questions share the pass: the server, batching concurrent requests, would not answer
-    exactly as `distilqa predict`. `auto` keeps that promise; int8 is an explicit choice.
+    The fastest path within its accuracy budget (tests/integration/test_precision_accuracy.py;
+    docs/serving.md has the figures). int8 answers do not depend on batching (distilqa.quantize),
+    so the server answers exactly as `distilqa predict` at every precision.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
+        if cpu_has_int8_dot():
+            return "int8"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return precision
 
 
 def apply_precision(model: Any, precision: str) -> Any:
-    """Convert a loaded fp32 model: bf16 weights, or int8 dynamically quantised Linear layers."""
-    import torch
-
+    """Convert a loaded fp32 model: bf16 weights, or int8 Linear layers quantised per window."""
     if precision == "bf16":
+        import torch
+
         return model.to(torch.bfloat16)
     if precision == "int8":
-        import warnings
+        from distilqa.quantize import quantize_windowwise
 
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch points users at torchao; the eager API still works
-            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_windowwise(model)
     return model
 
 
@@ -137,6 +143,10 @@ class QAModel:
 
         template = windower.template
         fixed_len = None if batch.sort_by_length else windower.config.max_seq_len
+        if self.precision == "int8" and batch.sort_by_length:
+            # int8 answers stay batch-invariant only without padding: pad rows would enter a window's
+            # activation scale and lengthen its attention (distilqa.quantize)
+            batch = replace(batch, max_pad_fraction=0.0)
         out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(features)  # type: ignore[list-item]
         bar = progress(len(features)) if progress else None
         with torch.inference_mode():

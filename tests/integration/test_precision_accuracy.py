@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from distilqa.inference import cpu_has_native_bf16, resolve_precision
+from distilqa.inference import cpu_has_int8_dot, cpu_has_native_bf16, resolve_precision
 from distilqa.squad import Article, SquadDataset, write_squad
 from tests.conftest import run_cli
 
@@ -51,8 +51,11 @@ def test_reduced_precision_stays_within_the_accuracy_budget(trained, tmp_path):
     assert fp32["HasAns_f1"] > 20, "the model must really answer for the comparison to mean anything"
     for precision, budget in BUDGET.items():
         reduced = score(model, data, tmp_path, precision)
+        print(f"{precision}: F1 {reduced['f1']:.2f} HasAns {reduced['HasAns_f1']:.2f} NoAns {reduced['NoAns_f1']:.2f}"
+              f" (fp32 {fp32['f1']:.2f} / {fp32['HasAns_f1']:.2f} / {fp32['NoAns_f1']:.2f})")  # the docs' table
         assert abs(reduced["f1"] - fp32["f1"]) <= budget, (precision, reduced["f1"], fp32["f1"])
 
 
 def test_auto_picks_the_verified_fast_path():
-    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    expected = "int8" if cpu_has_int8_dot() else "bf16" if cpu_has_native_bf16() else "fp32"
+    assert resolve_precision("auto") == expected

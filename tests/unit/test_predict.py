@@ -132,13 +132,52 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
     assert all(e.context[a.start : a.end] == a.text for e, a in zip(examples, answers, strict=True) if a.text)
 
 
-def test_auto_precision_and_bad_precision():
-    from distilqa.errors import ConfigError
-    from distilqa.inference import cpu_has_native_bf16, resolve_precision
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "avx512_vnni", "avx512_bf16"}, "int8"),
+        ({"avx2", "avx_vnni"}, "int8"),
+        ({"avx2", "avx512_bf16"}, "bf16"),
+        ({"avx2"}, "fp32"),
+        (set(), "fp32"),  # no /proc/cpuinfo (macOS): the safe path
+    ],
+)
+def test_auto_precision_follows_the_cpu(monkeypatch, flags, expected):
+    from distilqa import inference
 
-    assert resolve_precision("auto") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    monkeypatch.setattr(inference, "_cpu_flags", lambda: flags)
+    assert inference.resolve_precision("auto") == expected
+    assert inference.resolve_precision("fp32") == "fp32"  # an explicit choice is kept
+
+
+def test_bad_precision():
+    from distilqa.inference import resolve_precision
+
     with pytest.raises(ConfigError, match="precision"):
         resolve_precision("fp8")
+
+
+def test_int8_answers_do_not_depend_on_batching(tiny_roberta_dir, dev_slice_file):
+    """The server groups questions as they arrive; at int8 each window must still compute bit-identically."""
+    examples = load_squad(dev_slice_file).examples()[:40]
+    model = QAModel.load(tiny_roberta_dir, "int8")
+    window = WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64)
+    windower = model.windower(window)
+    features = windower.features([e.question for e in examples], [e.context for e in examples])
+    alone = model.logits(features, windower, BatchConfig(1))
+    together = model.logits(features, windower, BatchConfig(32, max_pad_fraction=1.0))  # int8 ignores the padding bound
+    for (s1, e1), (s2, e2) in zip(alone, together, strict=True):
+        assert np.array_equal(s1, s2) and np.array_equal(e1, e2)
+    reference = model.answer(examples, window, batch=BatchConfig(32))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(examples))
+    grouped, start = {}, 0
+    for size in (1, 3, 7, 29):  # serve-like: shuffled, uneven groups
+        group = [examples[i] for i in order[start : start + size]]
+        start += size
+        for e, a in zip(group, model.answer(group, window, batch=BatchConfig(size)), strict=True):
+            grouped[e.id] = a
+    assert grouped == {e.id: a for e, a in zip(examples, reference, strict=True)}
 
 
 def test_length_buckets_bound_padding_and_keep_every_window():
