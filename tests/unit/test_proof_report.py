@@ -11,11 +11,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def render():
+def proof():
     spec = importlib.util.spec_from_file_location("proof_minilm", ROOT / "scripts" / "proof_minilm.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.render
+    return module
+
+
+@pytest.fixture(scope="module")
+def render(proof):
+    return proof.render
 
 
 def _result(ft: float, matched: float, distilled: float, reused: bool = False) -> dict:
@@ -75,3 +80,35 @@ def test_a_non_recipe_s2b_variant_is_judged_too(render) -> None:
     assert "**Distillation beats fine-tuning alone**" in render(result)
     result["rows"][2]["f1"] = 51.0
     assert "**Distillation does NOT beat fine-tuning alone**" in render(result)
+
+
+def test_the_no_answer_baseline_scores_abstaining_with_the_official_metric(proof) -> None:
+    from distilqa.squad import parse_squad
+
+    context = "Normandy is a region in France."
+    qas = [
+        {"id": "a", "question": "Where is Normandy?", "answers": [{"text": "France", "answer_start": 24}],
+         "is_impossible": False},
+        {"id": "b", "question": "Who ate Normandy?", "answers": [], "is_impossible": True},
+        {"id": "c", "question": "Who sold Normandy?", "answers": [], "is_impossible": True},
+    ]  # fmt: skip
+    data = parse_squad({"version": "v2.0", "data": [{"title": "N", "paragraphs": [{"context": context, "qas": qas}]}]})
+    base = proof.no_answer_baseline(data)
+    assert base["exact"] == pytest.approx(200 / 3) and base["f1"] == pytest.approx(200 / 3)
+    assert base["HasAns_exact"] == 0.0 and base["NoAns_exact"] == 100.0
+
+
+def test_models_below_the_no_answer_baseline_are_called_out(render) -> None:
+    result = _result(50.0, 52.0, 55.0)  # EM is F1 - 1: 49, 51, 54
+    result["rows"].insert(0, {**result["rows"][0], "model": "teacher", "dir": "teacher", "exact": 47.0})
+    result["baseline"] = {"exact": 50.2, "f1": 50.2, "NoAns_exact": 100.0}
+    text = render(result)
+    assert '| always "no answer" (no model) | 0 | 50.20 | 50.20 |' in text
+    assert "2 of 4 models, the teacher among them, score no more EM" in text
+    # every model above the floor: the row stays, the caveat goes
+    result["baseline"] = {"exact": 40.0, "f1": 40.0, "NoAns_exact": 100.0}
+    text = render(result)
+    assert '| always "no answer" (no model) | 0 | 40.00 |' in text and "Caveat" not in text
+    # results without a baseline (older JSON) render as before
+    del result["baseline"]
+    assert "no answer" not in render(result)
