@@ -2,7 +2,7 @@
 
 Requests wait at most `max_wait_s` for company; a batch closes early at `max_batch_size`
 questions. `workers` batches compute at once, each on its own thread with its share of the cores
-(`threads_per_worker`): while one batch tokenises and decodes in Python, the other's matmuls keep
+(`distilqa.inference.share_cores`): while one batch tokenises and decodes in Python, the other's matmuls keep
 the cores busy (+11 % at int8 on 2 cores, docs/serving.md). Answers do not depend on which batch or
 worker a question lands in (QAModel's one-length passes; distilqa.quantize for int8).
 """
@@ -10,12 +10,13 @@ worker a question lands in (QAModel's one-length passes; distilqa.quantize for i
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from distilqa.inference import DEFAULT_WORKERS
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -25,18 +26,11 @@ Result = TypeVar("Result")
 class BatchingConfig:
     max_batch_size: int = 8  # questions; small enough to leave work for the other workers
     max_wait_s: float = 0.005
-    workers: int = 2  # batches computing at once
+    workers: int = DEFAULT_WORKERS  # batches computing at once (`distilqa predict --workers` must match)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or not 0 <= self.max_wait_s <= 10 or self.workers < 1:
             raise ValueError("max_batch_size and workers must be positive and max_wait_s within [0, 10] seconds")
-
-
-def threads_per_worker(workers: int) -> int:
-    """The cores (OMP_NUM_THREADS when set, as in the serving manifests, else this process's CPUs) split among workers."""
-    budget = os.environ.get("OMP_NUM_THREADS", "")
-    cores = int(budget) if budget.isdigit() and int(budget) > 0 else len(os.sched_getaffinity(0))
-    return max(1, cores // workers)
 
 
 class MicroBatcher(Generic[Item, Result]):

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import kserve
-from distilqa.serving.batching import MicroBatcher, threads_per_worker
+from distilqa.serving.batching import MicroBatcher
 from distilqa.serving.requests import InvalidRequest, Options, parse_v1, parse_v2
 from distilqa.serving.settings import ServeSettings
 from kserve.errors import InvalidInput
@@ -19,7 +19,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Histogram
 
 from distilqa.decode import Answer
-from distilqa.inference import BatchConfig, QAModel
+from distilqa.inference import BatchConfig, QAModel, share_cores
 from distilqa.squad import Example
 
 BATCH_SIZE = Histogram("distilqa_batch_questions", "Questions per model batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
@@ -40,9 +40,7 @@ class QAPredictor(kserve.Model):
         self.batcher: MicroBatcher | None = None
 
     def load(self) -> bool:
-        import torch
-
-        torch.set_num_threads(threads_per_worker(self.settings.batching.workers))  # the workers share the cores
+        share_cores(self.settings.batching.workers)  # the workers share the cores, as in `distilqa predict`
         self.qa = QAModel.load(self.model_location, self.settings.precision)
         self.batcher = MicroBatcher(self._run, self.settings.batching, on_batch=_observe)
         self._run([(WARMUP, Options(self.settings.decode))])  # ready only once a real inference has run

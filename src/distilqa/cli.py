@@ -170,14 +170,30 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_workers_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="forward passes at once, each on its share of the cores (default 2). `predict` and `serve` "
+                   "split the cores alike, so that they answer alike: bf16 results depend on the thread count")  # fmt: skip
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from distilqa.errors import ConfigError
+    from distilqa.inference import DEFAULT_WORKERS
+
+    workers = DEFAULT_WORKERS if args.workers is None else args.workers
+    if workers < 1:
+        raise ConfigError(f"--workers must be positive, got {workers}")
+    return workers
+
+
 def _add_precision_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="auto (default: int8 on CPUs with VNNI, else bf16 where the CPU has native bf16, else fp32), fp32, "
-        "bf16 weights, or int8 Linear layers quantised per window; predict and serve give identical answers at "
-        "the same precision, however questions are batched",
+        help="auto (default: bf16 on CPUs with AMX, else int8 on CPUs with VNNI, else bf16 where the CPU has native "
+        "bf16, else fp32), fp32, bf16 weights, or int8 Linear layers quantised per window; predict and serve give "
+        "identical answers at the same precision and --workers, however questions are batched",
     )
 
 
@@ -203,6 +219,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     p.add_argument("--no-sort", action="store_true", help="pad every window to max-seq-len in input order (slow)")
     _add_precision_arg(p)
+    _add_workers_arg(p)
     p.add_argument("--limit", type=int, help="only the first N questions (quick checks)")
     p.set_defaults(handler=_run_predict)
 
@@ -225,9 +242,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     decode = DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
-    from distilqa.inference import BatchConfig, QAModel
+    from distilqa.inference import BatchConfig, QAModel, share_cores
 
-    batch = BatchConfig(args.batch_size, sort_by_length=not args.no_sort)
+    workers = _workers(args)
+    batch = BatchConfig(args.batch_size, sort_by_length=not args.no_sort, workers=workers)
+    share_cores(workers)
     dataset = load_squad(args.data)
     examples = dataset.examples()[: args.limit]
     t0 = time.perf_counter()
@@ -284,8 +303,7 @@ def _add_serve(sub: Any) -> None:
                    help="questions per micro-batch (default 8: leaves questions for the other workers)")  # fmt: skip
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for company (default 5)")
     p.add_argument("--windows-per-forward", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2,
-                   help="micro-batches computing at once, each on its share of the cores (default 2)")  # fmt: skip
+    _add_workers_arg(p)
     p.add_argument("--max-instances", type=int, default=64, help="questions per request (default 64)")
     p.add_argument("--max-context-chars", type=int, default=100_000)
     p.add_argument("--price-per-second", type=float, default=0.0, help="compute price, reported per response")
@@ -303,7 +321,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
-    for flag in ("max_batch_size", "windows_per_forward", "workers", "max_instances", "max_context_chars"):
+    args.workers = _workers(args)
+    for flag in ("max_batch_size", "windows_per_forward", "max_instances", "max_context_chars"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if not 0 <= args.max_wait_ms <= 10_000 or args.price_per_second < 0:
@@ -923,6 +942,7 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
         args.work_dir, args.output,
         [f"--{flag.replace('_', '-')}={getattr(args, flag)}"
          for flag in ("max_batch_size", "max_wait_ms", "windows_per_forward", "workers") if getattr(args, flag) is not None],
+        workers=args.workers,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from distilqa.inference import cpu_has_int8_dot, cpu_has_native_bf16, resolve_precision
+from distilqa.inference import cpu_has_amx_bf16, cpu_has_int8_dot, cpu_has_native_bf16, resolve_precision
 from distilqa.squad import Article, SquadDataset, write_squad
 from tests.conftest import run_cli
 
@@ -57,5 +57,8 @@ def test_reduced_precision_stays_within_the_accuracy_budget(trained, tmp_path):
 
 
 def test_auto_picks_the_verified_fast_path():
-    expected = "int8" if cpu_has_int8_dot() else "bf16" if cpu_has_native_bf16() else "fp32"
+    if cpu_has_amx_bf16():
+        expected = "bf16"
+    else:
+        expected = "int8" if cpu_has_int8_dot() else "bf16" if cpu_has_native_bf16() else "fp32"
     assert resolve_precision("auto") == expected

@@ -7,7 +7,9 @@ import threading
 import time
 
 import pytest
-from distilqa.serving.batching import BatchingConfig, MicroBatcher, threads_per_worker
+from distilqa.serving.batching import BatchingConfig, MicroBatcher
+
+from distilqa.inference import threads_per_worker
 
 
 def _batcher(config: BatchingConfig):

@@ -135,7 +135,8 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ({"avx2", "avx512_vnni", "avx512_bf16"}, "int8"),
+        ({"avx2", "avx512_vnni", "avx512_bf16"}, "int8"),  # AVX-512 EPYC: fbgemm int8 is the fast path
+        ({"avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, "bf16"),  # AMX Xeon: bf16 tiles win
         ({"avx2", "avx_vnni"}, "int8"),
         ({"avx2", "avx512_bf16"}, "bf16"),
         ({"avx2"}, "fp32"),
@@ -157,15 +158,16 @@ def test_bad_precision():
         resolve_precision("fp8")
 
 
-def test_int8_answers_do_not_depend_on_batching(tiny_roberta_dir, dev_slice_file):
-    """The server groups questions as they arrive; at int8 each window must still compute bit-identically."""
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_answers_do_not_depend_on_batching(tiny_roberta_dir, dev_slice_file, precision):
+    """The server groups questions as they arrive; each window must still compute bit-identically."""
     examples = load_squad(dev_slice_file).examples()[:40]
-    model = QAModel.load(tiny_roberta_dir, "int8")
+    model = QAModel.load(tiny_roberta_dir, precision)
     window = WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64)
     windower = model.windower(window)
     features = windower.features([e.question for e in examples], [e.context for e in examples])
     alone = model.logits(features, windower, BatchConfig(1))
-    together = model.logits(features, windower, BatchConfig(32, max_pad_fraction=1.0))  # int8 ignores the padding bound
+    together = model.logits(features, windower, BatchConfig(32, max_pad_fraction=1.0))  # reduced: no padding
     for (s1, e1), (s2, e2) in zip(alone, together, strict=True):
         assert np.array_equal(s1, s2) and np.array_equal(e1, e2)
     reference = model.answer(examples, window, batch=BatchConfig(32))
@@ -201,3 +203,29 @@ def test_length_buckets_do_not_change_fp32_answers(tiny_roberta_dir, dev_slice_f
     one_bucket = model.answer(examples, window, DecodeConfig(), BatchConfig(16, max_pad_fraction=1.0))
     tight = model.answer(examples, window, DecodeConfig(), BatchConfig(16, max_pad_fraction=0.0))
     assert [a.text for a in one_bucket] == [a.text for a in tight]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_parallel_forward_passes_give_the_sequential_logits(tiny_roberta_dir, dev_slice_file, precision):
+    """`--workers` only runs passes at once: at one torch thread count, every window's logits are unchanged."""
+    import torch
+
+    examples = load_squad(dev_slice_file).examples()[:40]
+    model = QAModel.load(tiny_roberta_dir, precision)
+    windower = model.windower(WindowConfig(max_seq_len=MAX_SEQ_LEN, doc_stride=64))
+    features = windower.features([e.question for e in examples], [e.context for e in examples])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = model.logits(features, windower, BatchConfig(4))
+        parallel = model.logits(features, windower, BatchConfig(4, workers=3))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(parallel) == len(features)
+    for (s1, e1), (s2, e2) in zip(sequential, parallel, strict=True):
+        assert np.array_equal(s1, s2) and np.array_equal(e1, e2)
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ConfigError, match="workers"):
+        BatchConfig(workers=0)

@@ -121,9 +121,10 @@ def run_serve_benchmark(
     work_dir: str,
     output: str | None,
     server_args: list[str] | None = None,
+    workers: int | None = None,
 ) -> int:
     from distilqa.bench.predict_speed import bench_model
-    from distilqa.inference import QAModel, resolve_precision
+    from distilqa.inference import DEFAULT_WORKERS, BatchConfig, QAModel, resolve_precision, share_cores
     from distilqa.serving.process import ServerProcess
 
     model_dir = Path(model) if model else bench_model(work_dir, 6)
@@ -133,8 +134,10 @@ def run_serve_benchmark(
 
     served = resolve_precision(precision)
     expected: dict[str, dict[str, str]] = {}  # `distilqa predict` answers: fp32, and at the served precision
+    workers = workers or DEFAULT_WORKERS  # predict's thread layout = the server's (its --workers)
+    share_cores(workers)
     for p in dict.fromkeys(("fp32", served)):
-        reference = QAModel.load(model_dir, p).answer(examples)
+        reference = QAModel.load(model_dir, p).answer(examples, batch=BatchConfig(workers=workers))
         expected[p] = {e.id: a.text for e, a in zip(examples, reference, strict=True)}
         del reference
 
