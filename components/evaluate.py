@@ -19,7 +19,7 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
     from distilqa.pipelines.profile import build_section
 
     from distilqa.decode import DecodeConfig
-    from distilqa.inference import DEFAULT_WORKERS, BatchConfig, QAModel, share_cores
+    from distilqa.inference import QAModel, parallel_batch
     from distilqa.metric import evaluate
     from distilqa.progress import progress_bar
     from distilqa.squad import load_squad
@@ -28,8 +28,7 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
     dataset = load_squad(dev_path)
     examples = dataset.examples()
     model = QAModel.load(model_dir, d.precision)
-    share_cores(DEFAULT_WORKERS)  # the thread layout of `distilqa predict` and of the server: the same answers
-    batch = BatchConfig(workers=DEFAULT_WORKERS)
+    batch = parallel_batch()  # the thread layout of `distilqa predict` and of the server: the same answers
     t0 = time.perf_counter()
     answers = model.answer(examples, w.window_config(), DecodeConfig(), batch,
                            progress=progress_bar("evaluate", "window"))  # fmt: skip

@@ -172,7 +172,7 @@ def main() -> int:
 
 def _baseline_caveat(rows: list[dict], base: dict | None, controls: list[dict], distilled: dict) -> list[str]:
     """Say so when the untuned-threshold EM does not yet separate reading from abstaining."""
-    below = [r for r in rows if base and r["exact"] <= base["exact"]]
+    below = [r for r in rows if r["exact"] <= base["exact"]] if base else []
     if not below:
         return []
     a = controls[0]

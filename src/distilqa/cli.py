@@ -242,11 +242,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     decode = DecodeConfig(args.n_best, args.max_answer_length, args.null_score_diff_threshold)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
-    from distilqa.inference import BatchConfig, QAModel, share_cores
+    from distilqa.inference import QAModel, parallel_batch
 
-    workers = _workers(args)
-    batch = BatchConfig(args.batch_size, sort_by_length=not args.no_sort, workers=workers)
-    share_cores(workers)
+    batch = parallel_batch(_workers(args), batch_size=args.batch_size, sort_by_length=not args.no_sort)
     dataset = load_squad(args.data)
     examples = dataset.examples()[: args.limit]
     t0 = time.perf_counter()

@@ -45,6 +45,16 @@ def share_cores(workers: int) -> int:
     return threads
 
 
+def parallel_batch(workers: int = DEFAULT_WORKERS, **options: Any) -> BatchConfig:
+    """The batch config of `distilqa predict`: `workers` passes at once, torch set to each one's share.
+
+    The server splits the cores the same way (`share_cores` at load), so the two answer alike.
+    """
+    batch = BatchConfig(workers=workers, **options)
+    share_cores(workers)
+    return batch
+
+
 def _cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -116,7 +126,7 @@ class BatchConfig:
     batch_size: int = 32
     sort_by_length: bool = True  # False = pad every window to max_seq_len, in input order (the naive way)
     max_pad_fraction: float = 0.1
-    workers: int = 1  # forward passes at once (threads); give torch its share with `share_cores(workers)`
+    workers: int = 1  # forward passes at once (threads); `parallel_batch` also gives torch each one's share
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "workers"):
@@ -193,19 +203,12 @@ class QAModel:
                 out[i] = (starts[row, :n].copy(), ends[row, :n].copy())
             return len(chunk)
 
+        from concurrent.futures import ThreadPoolExecutor
+
         chunks = batch.chunks([len(f.input_ids) for f in features])
         bar = progress(len(features)) if progress else None
-        if batch.workers > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(batch.workers, thread_name_prefix="distilqa-forward") as pool:
-                done = pool.map(forward, chunks)
-                for n in done:
-                    if bar is not None:
-                        bar.update(n)
-        else:
-            for chunk in chunks:
-                n = forward(chunk)
+        with ThreadPoolExecutor(batch.workers, thread_name_prefix="distilqa-forward") as pool:  # no threads until used
+            for n in pool.map(forward, chunks) if batch.workers > 1 else map(forward, chunks):
                 if bar is not None:
                     bar.update(n)
         if bar is not None:

@@ -15,7 +15,7 @@ tiles where the CPU has them) by the shape of the whole call, so a window's rows
 differently with 1 or 32 windows in the pass (on an AMX Xeon 19 of 96 windows kept bit-identical
 logits between passes of 1 and 8-32 windows of one length; with per-window calls, 96 of 96). Its
 results also change with the number of threads a GEMM is split over, which is why `predict` and
-`serve` share one thread layout (`distilqa.inference.threads_per_worker`).
+`serve` share one thread layout (`distilqa.inference.share_cores`).
 """
 
 from __future__ import annotations

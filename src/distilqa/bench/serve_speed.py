@@ -124,7 +124,7 @@ def run_serve_benchmark(
     workers: int | None = None,
 ) -> int:
     from distilqa.bench.predict_speed import bench_model
-    from distilqa.inference import DEFAULT_WORKERS, BatchConfig, QAModel, resolve_precision, share_cores
+    from distilqa.inference import DEFAULT_WORKERS, QAModel, parallel_batch, resolve_precision
     from distilqa.serving.process import ServerProcess
 
     model_dir = Path(model) if model else bench_model(work_dir, 6)
@@ -134,10 +134,9 @@ def run_serve_benchmark(
 
     served = resolve_precision(precision)
     expected: dict[str, dict[str, str]] = {}  # `distilqa predict` answers: fp32, and at the served precision
-    workers = workers or DEFAULT_WORKERS  # predict's thread layout = the server's (its --workers)
-    share_cores(workers)
+    batch = parallel_batch(workers or DEFAULT_WORKERS)  # predict's thread layout = the server's (its --workers)
     for p in dict.fromkeys(("fp32", served)):
-        reference = QAModel.load(model_dir, p).answer(examples, batch=BatchConfig(workers=workers))
+        reference = QAModel.load(model_dir, p).answer(examples, batch=batch)
         expected[p] = {e.id: a.text for e, a in zip(examples, reference, strict=True)}
         del reference
 
