@@ -20,13 +20,14 @@ class ExtractiveQAModel(mlflow.pyfunc.PythonModel):
         from pathlib import Path
 
         from distilqa.decode import DecodeConfig
-        from distilqa.inference import QAModel
+        from distilqa.inference import QAModel, parallel_batch
         from distilqa.windows import WindowConfig
 
         settings = json.loads(Path(context.artifacts["settings"]).read_text())
         self.window = WindowConfig(**settings["window"])
         self.decode = DecodeConfig()
         self.model = QAModel.load(context.artifacts["model"], settings.get("precision", "fp32"))
+        self.batch = parallel_batch()
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
@@ -35,5 +36,5 @@ class ExtractiveQAModel(mlflow.pyfunc.PythonModel):
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         examples = [Example(str(i), str(r["question"]), str(r["context"])) for i, r in enumerate(rows)]
-        answers = self.model.answer(examples, self.window, self.decode)
+        answers = self.model.answer(examples, self.window, self.decode, self.batch)
         return pd.DataFrame({"answer": [a.text for a in answers], "no_answer_probability": [a.na_prob for a in answers]})

@@ -12,7 +12,13 @@ import json
 
 import pytest
 
-from distilqa.inference import cpu_has_amx_bf16, cpu_has_int8_dot, cpu_has_native_bf16, resolve_precision
+from distilqa.inference import (
+    cpu_has_amx_bf16,
+    cpu_has_avx2,
+    cpu_has_int8_dot,
+    cpu_has_native_bf16,
+    resolve_precision,
+)
 from distilqa.squad import Article, SquadDataset, write_squad
 from tests.conftest import run_cli
 
@@ -60,5 +66,7 @@ def test_auto_picks_the_verified_fast_path():
     if cpu_has_amx_bf16():
         expected = "bf16"
     else:
-        expected = "int8" if cpu_has_int8_dot() else "bf16" if cpu_has_native_bf16() else "fp32"
+        expected = (
+            "int8" if cpu_has_int8_dot() else "bf16" if cpu_has_native_bf16() else "int8" if cpu_has_avx2() else "fp32"
+        )
     assert resolve_precision("auto") == expected

@@ -139,7 +139,8 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
         ({"avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, "bf16"),  # AMX Xeon: bf16 tiles win
         ({"avx2", "avx_vnni"}, "int8"),
         ({"avx2", "avx512_bf16"}, "bf16"),
-        ({"avx2"}, "fp32"),
+        ({"avx2", "fma"}, "int8"),  # AVX2-only EPYC (Zen 3): fbgemm int8 1.5x fp32, bf16 emulated
+        ({"sse4_2", "avx"}, "fp32"),  # no AVX2: fbgemm has no int8 kernels
         (set(), "fp32"),  # no /proc/cpuinfo (macOS): the safe path
     ],
 )
