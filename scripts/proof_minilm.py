@@ -78,7 +78,7 @@ def main() -> int:
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="bf16" if cpu_has_native_bf16() else "auto",
                     help="training precision; default bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), else auto "
-                         "(fp32 on CPU: emulated bf16 ran 7x slower than fp32 on an AVX2-only EPYC)")  # fmt: skip
+                         "(fp32 on CPU: emulated bf16 matmuls ran 7x slower than fp32 on an AVX2-only EPYC)")  # fmt: skip
     ap.add_argument("--max-seq-len", default="192")
     ap.add_argument("--doc-stride", default="128")
     ap.add_argument("--out", default=str(ROOT / "docs" / "minilm-proof"), help="writes OUT.md and OUT.json")

@@ -191,9 +191,10 @@ def _add_precision_arg(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
-        help="auto (default: bf16 on CPUs with AMX, else int8 on CPUs with VNNI, else bf16 where the CPU has native "
-        "bf16, else int8 on AVX2 CPUs, else fp32), fp32, bf16 weights, or int8 Linear layers quantised per window; predict and serve give "
-        "identical answers at the same precision and --workers, however questions are batched",
+        help="auto (default: bf16 on CPUs with AMX, else int8 on CPUs with VNNI, else bf16 where the CPU has "
+        "native bf16, else int8 on AVX2 CPUs, else fp32), fp32, bf16 weights, or int8 Linear layers quantised "
+        "per window; predict and serve give identical answers at the same precision and --workers, however "
+        "questions are batched",
     )
 
 
