@@ -7,9 +7,24 @@ from the registry by a notebook or a batch job gives the evaluated answers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+
+
+def signature() -> ModelSignature:
+    """The columns a caller sends and gets back, shown in the MLflow UI and checked by MLflow on predict."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "question"), ColSpec("string", "context")]),
+        outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "no_answer_probability")]),
+    )
 
 
 class ExtractiveQAModel(mlflow.pyfunc.PythonModel):
@@ -29,9 +44,9 @@ class ExtractiveQAModel(mlflow.pyfunc.PythonModel):
         self.model = QAModel.load(context.artifacts["model"], settings.get("precision", "fp32"))
         self.batch = parallel_batch()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        import pandas as pd
-
+    # a DataFrame hint keeps MLflow from inferring its own input validation from the hint (it only can from
+    # list[...]); the logged model's explicit signature() is what MLflow checks a caller's columns against
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from distilqa.squad import Example
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)

@@ -52,7 +52,7 @@ def register(
 
     import mlflow
 
-    from distilqa.serving.pyfunc import ExtractiveQAModel
+    from distilqa.serving.pyfunc import ExtractiveQAModel, signature
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "settings.json"
@@ -63,7 +63,7 @@ def register(
             for path in artifacts.values():
                 mlflow.log_artifact(path, artifact_path="evaluation")
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=ExtractiveQAModel(),
+                name="model", python_model=ExtractiveQAModel(), signature=signature(),
                 artifacts={"model": model_dir, "settings": str(settings)}, registered_model_name=name,
             )  # fmt: skip
     version = str(info.registered_model_version)

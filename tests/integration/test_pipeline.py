@@ -114,6 +114,13 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
     model = mlflow.pyfunc.load_model(f"models:/{summary['registered_model']}@champion")
     answers = model.predict(pd.DataFrame([{"question": "Who?", "context": "Nobody knows."}]))
     assert list(answers.columns) == ["answer", "no_answer_probability"] and len(answers) == 1
+    # the signature (shown in the MLflow UI) makes MLflow reject a frame without the columns, by name
+    assert model.metadata.get_input_schema().input_names() == ["question", "context"]
+    assert model.metadata.get_output_schema().input_names() == ["answer", "no_answer_probability"]
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="context"):
+        model.predict(pd.DataFrame([{"question": "Who?"}]))
     nested = c.search_runs([c.get_run(summary["mlflow_run_id"]).info.experiment_id],
                            filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")  # fmt: skip
     assert {r.info.run_name for r in nested} >= {"finetune_teacher", "general", "intermediate", "prediction", "register"}
