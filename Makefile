@@ -22,14 +22,16 @@ leaderboard: setup
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: setup system-deps
+test: setup system-deps lint
 	$(BIN)/python -m pytest
 
 test-fast: setup system-deps
 	$(BIN)/python -m pytest -m "not slow"
 
+LINTED := src components pipelines serving tests scripts
 lint: setup
-	$(BIN)/ruff check src components pipelines serving tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 bench: setup
 	$(BIN)/distilqa bench predict --output docs/bench-predict.json

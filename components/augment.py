@@ -1,6 +1,5 @@
 """augment: one shard of TinyBERT-style augmentation (fanned out with ParallelFor), then a merge."""
 
-
 from distilqa.components import BASE_IMAGE, component
 from kfp import dsl
 

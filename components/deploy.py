@@ -22,7 +22,10 @@ def probe(url: str, name: str, dev_path: str, predictions: dict, count: int) -> 
     got = ask(url, [{"question": e.question, "context": e.context} for e in examples], name)["predictions"]
     wrong = [e.id for e, g in zip(examples, got, strict=True) if g["answer"] != predictions[e.id]]
     if wrong:
-        return False, f"{len(wrong)} of {len(examples)} probe answers differ from the evaluated ones (first: {wrong[0]})"
+        return (
+            False,
+            f"{len(wrong)} of {len(examples)} probe answers differ from the evaluated ones (first: {wrong[0]})",
+        )
     return True, f"{len(examples)} probe answers equal the evaluated ones"
 
 

@@ -1,6 +1,5 @@
 """ingest: read, validate and slice the train and dev sets once; every later step reads these files."""
 
-
 from typing import NamedTuple
 
 from distilqa.components import BASE_IMAGE, component

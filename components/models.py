@@ -5,7 +5,6 @@ store, so every later step and the registered model's lineage see the exact weig
 prepare_student builds the student from a ready backbone when general distillation is skipped.
 """
 
-
 from distilqa.components import BASE_IMAGE, component
 from kfp import dsl
 

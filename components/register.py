@@ -19,7 +19,10 @@ def run_register(model_dir: str, eval_path: str, report_path: str, window: dict,
     r, d = build_section("registry", registry), build_section("deploy", deploy)
     window = asdict(build_section("window", window))  # typed values (KFP hands JSON numbers back as floats)
     evaluation = json.loads(open(eval_path).read())
-    tags = {**provenance, **{k: f"{evaluation[k]:.4f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in evaluation}}
+    tags = {
+        **provenance,
+        **{k: f"{evaluation[k]:.4f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in evaluation},
+    }
     tags["latency_p95_ms"] = str(evaluation.get("latency_p95_ms", ""))
     return register(client(tracking.get("uri", "")), r.model_name, model_dir, window, d.precision, tags,
                     {"eval": eval_path, "card": report_path}, tracking.get("parent_run_id", ""))  # fmt: skip

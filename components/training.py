@@ -7,7 +7,6 @@ under `torchrun --standalone --nproc_per_node <GPUs>` (DDP); checkpoints go to t
 so a retried pod resumes from the last one.
 """
 
-
 import os
 import sys
 from typing import Any

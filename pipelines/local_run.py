@@ -126,7 +126,9 @@ def collect_summary(profile: Profile, uri: str, stages: dict[str, float], total:
     passed = parent.data.tags.get("gate.passed") == "true"
     version, aliases = None, []
     versions = c.search_model_versions(f"name = '{name}'") if passed else []
-    mine = [v for v in versions if v.tags.get("kfp_run_id") and v.run_id and _parent_of(c, v.run_id) == parent.info.run_id]
+    mine = [
+        v for v in versions if v.tags.get("kfp_run_id") and v.run_id and _parent_of(c, v.run_id) == parent.info.run_id
+    ]
     if mine:
         latest = max(mine, key=lambda v: int(v.version))
         version, aliases = str(latest.version), list(c.get_model_version(name, latest.version).aliases)

@@ -131,7 +131,9 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
             s1 = _gpu(general_op(teacher=m.general_teacher, models=p["models"], general=p["general"], tracking=track),
                       profile, "S1 general distillation")  # fmt: skip
         with dsl.Else():
-            ready = _cpu(prepare_student_op(backbone=m.student_backbone, models=p["models"]), profile, "student backbone")
+            ready = _cpu(
+                prepare_student_op(backbone=m.student_backbone, models=p["models"]), profile, "student backbone"
+            )
         student = dsl.OneOf(s1.outputs["Output"], ready.outputs["Output"])
 
         s2a = _gpu(intermediate_op(teacher=teachers["intermediate"], student=student, train=merged.outputs["out"],
@@ -151,7 +153,9 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
                             train_checksum=ingest.outputs["train_checksum"], dev_checksum=ingest.outputs["dev_checksum"],
                             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), profile, "gate")  # fmt: skip
         gate.set_caching_options(False)
-        passed = dsl.If(gate.outputs["decision"] == "passed", name="gate-passed") if condition_on_gate else nullcontext()
+        passed = (
+            dsl.If(gate.outputs["decision"] == "passed", name="gate-passed") if condition_on_gate else nullcontext()
+        )
         with passed:
             reg = _cpu(register_op(passed=gate.outputs["passed"], reason=gate.outputs["reason"], model=s2b.outputs["out"], evaluation=ev.outputs["evaluation"],
                                    report=gate.outputs["report"], window=p["window"], deploy=p["deploy"],

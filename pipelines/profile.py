@@ -234,7 +234,9 @@ class Deploy:
 class Resources:
     training_image: str = "ghcr.io/distilqa/distilqa-train:0.1.0"
     serving_image: str = "ghcr.io/distilqa/distilqa-serve:0.1.0"
-    cpu_image: str = "ghcr.io/distilqa/distilqa-cpu:0.1.0"  # CPU steps: no CUDA layers to pull (components/Dockerfile.cpu)
+    cpu_image: str = (
+        "ghcr.io/distilqa/distilqa-cpu:0.1.0"  # CPU steps: no CUDA layers to pull (components/Dockerfile.cpu)
+    )
     gpus: int = 4
     accelerator: str = "nvidia.com/gpu"
     gpu_node_selector: str = "distilqa.io/pool=gpu-v100"  # label=value of the GPU node pool

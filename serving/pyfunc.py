@@ -52,4 +52,6 @@ class ExtractiveQAModel(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
         examples = [Example(str(i), str(r["question"]), str(r["context"])) for i, r in enumerate(rows)]
         answers = self.model.answer(examples, self.window, self.decode, self.batch)
-        return pd.DataFrame({"answer": [a.text for a in answers], "no_answer_probability": [a.na_prob for a in answers]})
+        return pd.DataFrame(
+            {"answer": [a.text for a in answers], "no_answer_probability": [a.na_prob for a in answers]}
+        )

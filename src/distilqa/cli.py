@@ -437,9 +437,7 @@ def _add_distill(sub: Any) -> None:
         help="general/intermediate: pre-softmax scores (the paper, default), probabilities (Haystack), or none "
         "(hidden states only: teachers with another head count)",
     )  # fmt: skip
-    p.add_argument(
-        "--hidden-padding", action="store_true", help="include padded positions in the hidden-state MSE"
-    )
+    p.add_argument("--hidden-padding", action="store_true", help="include padded positions in the hidden-state MSE")
     g = p.add_argument_group("general (S1) student")
     g.add_argument("--student-layers", type=int, default=6)
     g.add_argument("--student-init", choices=("teacher-layers", "random"), default="teacher-layers")
@@ -646,7 +644,9 @@ def _run_submit(args: argparse.Namespace) -> int:
             run = client.create_run_from_pipeline_package(package, arguments={}, run_name=args.run_name,
                                                           experiment_name=args.experiment)  # fmt: skip
         except Exception as exc:  # the KFP client raises many kinds; the user needs one line
-            raise DistilqaError(f"{args.host}: cannot submit: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise DistilqaError(
+                f"{args.host}: cannot submit: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
     print(f"submit: run {run.run_id} at {args.host}", file=sys.stderr)
     if args.wait:
         state = client.wait_for_run_completion(run.run_id, timeout=7 * 24 * 3600).state
@@ -816,8 +816,12 @@ def _add_bench(sub: Any) -> None:
     bc.add_argument("--mfu", type=float, default=0.30, help="model FLOPs utilisation (default 0.30, an assumption)")
     bc.add_argument("--bench-json", help="take the MFU from `distilqa bench train --output` measured on the pool's GPU")
     bc.add_argument("--price", type=float, help="$ per node-hour (default: on-demand us-east-1 list price)")
-    bc.add_argument("--s1-sequences", type=int, default=1_000_000,
-                    help="384-token corpus sequences per S1 epoch (default 1,000,000; the recipe's corpus size is unpublished)")
+    bc.add_argument(
+        "--s1-sequences",
+        type=int,
+        default=1_000_000,
+        help="384-token corpus sequences per S1 epoch (default 1,000,000; the recipe's corpus size is unpublished)",
+    )
     bc.add_argument("--output", help="also write the table as JSON here")
     bc.set_defaults(handler=_run_bench_cost)
     bs = bench_sub.add_parser(

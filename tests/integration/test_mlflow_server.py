@@ -32,7 +32,9 @@ BUCKET = "mlflow-artifacts"
 def pg_bin(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if not found:
-        pytest.fail(f"PostgreSQL's {name} not found: install the postgresql package (Debian: apt-get install postgresql)")
+        pytest.fail(
+            f"PostgreSQL's {name} not found: install the postgresql package (Debian: apt-get install postgresql)"
+        )
     return found
 
 
@@ -63,7 +65,9 @@ def postgres() -> Iterator[dict[str, str]]:
     try:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password="postgres-superuser-pw", dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user="postgres", password="postgres-superuser-pw", dbname="postgres"
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"CREATE ROLE {DB[0]} LOGIN PASSWORD '{DB[1]}'")
@@ -72,7 +76,9 @@ def postgres() -> Iterator[dict[str, str]]:
         conn.close()
         yield {"host": "127.0.0.1", "port": str(port)}
     finally:
-        subprocess.run(as_postgres_user([pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True)
+        subprocess.run(
+            as_postgres_user([pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -161,7 +167,11 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
 
     s3 = boto3.client("s3", endpoint_url=mlflow_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
     assert any(k.endswith("model.safetensors") for k in keys), keys[:20]
     assert any(k.endswith("MLmodel") for k in keys)
     assert not list((out).rglob("mlflow.db"))  # no SQLite fallback
@@ -176,7 +186,9 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
         "out = m.predict(pd.DataFrame([{'question': 'Who?', 'context': 'Nobody knows.'}]))\n"
         "print(list(out.columns), len(out))\n"
     )  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", probe], env=client_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=client_env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "['answer', 'no_answer_probability'] 1" in done.stdout
 

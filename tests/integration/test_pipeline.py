@@ -59,7 +59,12 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
         assert any(e.startswith(f"exec-{step}-op") for e in executors), step
     params = spec["root"]["inputDefinitions"]["parameters"]
     prediction = params["prediction"]["defaultValue"]
-    assert (prediction["batch_size"], prediction["epochs"], prediction["lr"], prediction["warmup_ratio"]) == (96, 4, 3e-5, 0.2)
+    assert (prediction["batch_size"], prediction["epochs"], prediction["lr"], prediction["warmup_ratio"]) == (
+        96,
+        4,
+        3e-5,
+        0.2,
+    )
     assert (prediction["distillation_weight"], prediction["temperature"]) == (0.75, 1.5)
     window = params["window"]["defaultValue"]
     assert (window["max_seq_len"], window["doc_stride"], window["max_query_length"]) == (384, 128, 64)
@@ -70,7 +75,9 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4
     assert s2b["image"].endswith("cu126")
     executors = spec["deploymentSpec"]["executors"]
-    assert executors["exec-evaluate-op"]["container"]["image"] == "ghcr.io/distilqa/distilqa-cpu:0.1.0"  # no CUDA layers
+    assert (
+        executors["exec-evaluate-op"]["container"]["image"] == "ghcr.io/distilqa/distilqa-cpu:0.1.0"
+    )  # no CUDA layers
     assert executors["exec-deploy-op"]["container"]["image"] == "ghcr.io/distilqa/distilqa-serve:0.1.0"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prediction-op"]
     assert k8s["nodeSelector"]["labels"] == {"distilqa.io/pool": "gpu-v100"}
@@ -80,7 +87,10 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     # register and deploy run only under the gate's condition, uncached
     root = spec["root"]["dag"]["tasks"]
     (gated,) = [name for name, task in root.items() if "triggerPolicy" in task]
-    assert root[gated]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-op-decision'] == 'passed'"
+    assert (
+        root[gated]["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--gate-op-decision'] == 'passed'"
+    )
     tasks = spec["components"][f"comp-{gated}"]["dag"]["tasks"]
     assert set(tasks) == {"register-op", "deploy-op"}
     assert tasks["register-op"]["cachingOptions"] == {} or not tasks["register-op"]["cachingOptions"].get("enableCache")
@@ -123,7 +133,13 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
         model.predict(pd.DataFrame([{"question": "Who?"}]))
     nested = c.search_runs([c.get_run(summary["mlflow_run_id"]).info.experiment_id],
                            filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")  # fmt: skip
-    assert {r.info.run_name for r in nested} >= {"finetune_teacher", "general", "intermediate", "prediction", "register"}
+    assert {r.info.run_name for r in nested} >= {
+        "finetune_teacher",
+        "general",
+        "intermediate",
+        "prediction",
+        "register",
+    }
     # promote / rollback move the champion alias
     assert run_cli("promote", "1", "--model-name", summary["registered_model"],
                    "--tracking-uri", summary["tracking_uri"]).returncode == 0  # fmt: skip

@@ -57,8 +57,10 @@ def test_reduced_precision_stays_within_the_accuracy_budget(trained, tmp_path):
     assert fp32["HasAns_f1"] > 20, "the model must really answer for the comparison to mean anything"
     for precision, budget in BUDGET.items():
         reduced = score(model, data, tmp_path, precision)
-        print(f"{precision}: F1 {reduced['f1']:.2f} HasAns {reduced['HasAns_f1']:.2f} NoAns {reduced['NoAns_f1']:.2f}"
-              f" (fp32 {fp32['f1']:.2f} / {fp32['HasAns_f1']:.2f} / {fp32['NoAns_f1']:.2f})")  # the docs' table
+        print(
+            f"{precision}: F1 {reduced['f1']:.2f} HasAns {reduced['HasAns_f1']:.2f} NoAns {reduced['NoAns_f1']:.2f}"
+            f" (fp32 {fp32['f1']:.2f} / {fp32['HasAns_f1']:.2f} / {fp32['NoAns_f1']:.2f})"
+        )  # the docs' table
         assert abs(reduced["f1"] - fp32["f1"]) <= budget, (precision, reduced["f1"], fp32["f1"])
 
 

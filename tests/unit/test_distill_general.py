@@ -46,7 +46,9 @@ def test_scores_are_the_pre_softmax_logits_and_the_forward_is_unchanged():
     twin = copy.deepcopy(scores)
     t = twin(input_ids=IDS, attention_mask=MASK, output_attentions=True, output_hidden_states=True)
     s = scores(input_ids=IDS, attention_mask=MASK, output_attentions=True, output_hidden_states=True)
-    terms = IntermediateDistiller(LayerMap(4, 4), 32, 32)(s.hidden_states, t.hidden_states, s.attentions, t.attentions, MASK)
+    terms = IntermediateDistiller(LayerMap(4, 4), 32, 32)(
+        s.hidden_states, t.hidden_states, s.attentions, t.attentions, MASK
+    )
     assert terms["attention"].item() == 0.0 and terms["total"].item() == 0.0
 
 

@@ -46,7 +46,15 @@ def test_head_counts_must_match_unless_attention_is_off(models, dev_slice_file, 
     refused = distill(models, "teacher", "student_2heads", dev_slice_file, tmp_path / "a")
     assert_clean_failure(refused, "head counts", "--attention-target none")
     hidden_only = distill(
-        models, "teacher", "student_2heads", dev_slice_file, tmp_path / "b", "--attention-target", "none", "--epochs", "1"
+        models,
+        "teacher",
+        "student_2heads",
+        dev_slice_file,
+        tmp_path / "b",
+        "--attention-target",
+        "none",
+        "--epochs",
+        "1",
     )
     assert hidden_only.returncode == 0, hidden_only.stderr[-2000:]
     terms = json.loads((tmp_path / "b" / "training_record.json").read_text())["result"]["mean_terms_this_run"]

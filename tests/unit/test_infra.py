@@ -25,9 +25,7 @@ TOOLS = ROOT / ".venv" / "infra-tools" / "bin"
 SCHEMA = json.loads((ROOT / "tests" / "data" / "schemas" / "inferenceservice_v1beta1.schema.json").read_text())
 K8S_VERSION = "1.34"  # infra/aws kubernetes_version
 UPSTREAM = MANIFESTS / "kfp" / "upstream"  # remote bases: need the network, checked for pinning instead
-KUSTOMIZATIONS = sorted(
-    p.parent for p in MANIFESTS.rglob("kustomization.yaml") if UPSTREAM not in p.parents
-)
+KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml") if UPSTREAM not in p.parents)
 OVERLAYS = [MANIFESTS / "overlays" / name for name in ("aws", "gcp", "onprem")]
 
 
@@ -109,7 +107,9 @@ def test_upstream_kfp_is_pinned_to_one_release():
 
 
 def test_terraform_is_fmt_clean():
-    done = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", str(INFRA)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", "-diff", str(INFRA)], capture_output=True, text=True
+    )
     assert done.returncode == 0, f"terraform fmt -check: {done.stdout}{done.stderr}"
     assert {p.parent.name for p in INFRA.rglob("*.tf")} == {"aws", "gcp", "gpu-operator"}
 
@@ -120,7 +120,9 @@ def checkov(*args: str) -> dict:
                           capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
-    failed = [f"{f['check_id']} {f['resource']} ({f['file_path']})" for r in reports for f in r["results"]["failed_checks"]]
+    failed = [
+        f"{f['check_id']} {f['resource']} ({f['file_path']})" for r in reports for f in r["results"]["failed_checks"]
+    ]
     assert not failed, "checkov failed:\n" + "\n".join(failed)
     assert done.returncode == 0, done.stderr[-2000:]
     return {r["check_type"]: r["summary"] for r in reports}
@@ -212,13 +214,19 @@ def test_secrets_are_templates_everywhere(built):
     for name, path in built.items():
         for doc in docs(path.read_text()):
             if doc["kind"] == "Secret":
-                assert not doc.get("data") and not doc.get("stringData"), f"{name}: Secret {doc['metadata']['name']} has values"
+                assert not doc.get("data") and not doc.get("stringData"), (
+                    f"{name}: Secret {doc['metadata']['name']} has values"
+                )
 
 
 def test_every_namespace_with_workloads_denies_ingress_by_default(built):
     for overlay in OVERLAYS:
         objects = docs(built[rel(overlay)].read_text())
-        workloads = {d["metadata"]["namespace"] for d in objects if d["kind"] in ("Deployment", "StatefulSet", "InferenceService")}
+        workloads = {
+            d["metadata"]["namespace"]
+            for d in objects
+            if d["kind"] in ("Deployment", "StatefulSet", "InferenceService")
+        }
         denied = {d["metadata"]["namespace"] for d in objects if d["kind"] == "NetworkPolicy"
                   and d["spec"]["podSelector"] == {} and not d["spec"].get("ingress")}  # fmt: skip
         assert workloads and workloads <= denied, f"{rel(overlay)}: no default deny in {workloads - denied}"
@@ -261,7 +269,10 @@ def test_names_agree_across_terraform_manifests_and_the_profile(built):
     for doc in docs(built["manifests/overlays/aws"].read_text()):
         if doc["kind"] == "ServiceAccount":
             assert doc["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
-    assert not any(d.get("metadata", {}).get("name") == "cluster-settings" for d in docs(built["manifests/overlays/aws"].read_text()))
+    assert not any(
+        d.get("metadata", {}).get("name") == "cluster-settings"
+        for d in docs(built["manifests/overlays/aws"].read_text())
+    )
 
 
 def test_mlflow_server_is_configured_as_the_stack_requires(built):

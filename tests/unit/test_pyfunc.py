@@ -44,7 +44,9 @@ def test_pyfunc_answers_as_predict(wide_roberta_dir, dev_slice_file, tmp_path, p
         torch.set_num_threads(threads)  # the pyfunc sets the process's threads, as `predict` does
     pred = tmp_path / "pred.json"
     args = ["--max-seq-len", str(WINDOW["max_seq_len"]), "--doc-stride", str(WINDOW["doc_stride"])]
-    result = run_cli("predict", str(wide_roberta_dir), str(dev_slice_file), "-o", str(pred), "--precision", precision, *args)
+    result = run_cli(
+        "predict", str(wide_roberta_dir), str(dev_slice_file), "-o", str(pred), "--precision", precision, *args
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = json.loads(pred.read_text())
     assert len(examples) > 40

@@ -115,7 +115,9 @@ def test_the_deploy_steps_canary_patch_is_a_valid_inference_service():
     with pytest.raises(ValueError, match="KServe cannot pull"):
         storage_uri("file:///tmp/model", "s3://b")
     service = isvc(build(OVERLAYS["base"]))
-    service["spec"]["canary"] = [canary_spec(deploy, "ghcr.io/distilqa/distilqa-serve:0.1.0", uri, "tinyroberta-squad2")]
+    service["spec"]["canary"] = [
+        canary_spec(deploy, "ghcr.io/distilqa/distilqa-serve:0.1.0", uri, "tinyroberta-squad2")
+    ]
     jsonschema.Draft7Validator(SCHEMA).validate(service)
     (container,) = service["spec"]["canary"][0]["predictor"]["containers"]
     args = build_parser().parse_args(["serve", *container["args"]])

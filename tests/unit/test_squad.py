@@ -152,5 +152,10 @@ def test_writing_to_a_device_or_pipe_writes_through_and_keeps_it(tmp_path):
     reader.join(timeout=10)
     assert received == [b'{"exact": 1}']
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "pipe.partial").exists()
-    assert run_cli("eval", str(DEFAULT_DEV_SET), str(CONFORMANCE / "bert-single.predictions.json"), "-o", "/dev/null").returncode == 0
+    assert (
+        run_cli(
+            "eval", str(DEFAULT_DEV_SET), str(CONFORMANCE / "bert-single.predictions.json"), "-o", "/dev/null"
+        ).returncode
+        == 0
+    )
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

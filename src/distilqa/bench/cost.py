@@ -67,14 +67,18 @@ def stage_flops(profile: Any, s1_sequences: int) -> list[tuple[str, float, float
     student_step = 3 * STUDENT.forward_flops_per_token(t)
     rows: list[tuple[str, float, float]] = []
     mlm_queries = SQUAD_TRAIN_PARAGRAPHS * WORDS_PER_PARAGRAPH
-    rows.append(("augment (MLM candidates)", mlm_queries, mlm_queries * MLM_TOKENS * BASE.forward_flops_per_token(MLM_TOKENS)))
+    rows.append(
+        ("augment (MLM candidates)", mlm_queries, mlm_queries * MLM_TOKENS * BASE.forward_flops_per_token(MLM_TOKENS))
+    )
     if not profile.models.student_backbone:
         n = s1_sequences * profile.general.epochs
         rows.append(("S1 general distillation", n, n * t * (student_step + BASE.forward_flops_per_token(t))))
     augmented = SQUAD_TRAIN_WINDOWS * (profile.augment.factor + 1)
     n = augmented * profile.intermediate.epochs
     rows.append(("S2a intermediate distillation", n, n * t * (student_step + BASE.forward_flops_per_token(t))))
-    rows.append(("teacher logits (once)", SQUAD_TRAIN_WINDOWS, SQUAD_TRAIN_WINDOWS * t * LARGE.forward_flops_per_token(t)))
+    rows.append(
+        ("teacher logits (once)", SQUAD_TRAIN_WINDOWS, SQUAD_TRAIN_WINDOWS * t * LARGE.forward_flops_per_token(t))
+    )
     n = SQUAD_TRAIN_WINDOWS * profile.prediction.epochs
     rows.append(("S2b prediction distillation", n, n * t * student_step))
     rows.append(("evaluate (dev)", SQUAD_DEV_WINDOWS, SQUAD_DEV_WINDOWS * t * STUDENT.forward_flops_per_token(t)))
@@ -89,7 +93,9 @@ def mfu_from_bench(path: str | Path, gpu: str) -> float | None:
     return min(found) if found else None
 
 
-def estimate(profile: Any, pool: str, mfu: float, s1_sequences: int, price_per_hour: float | None = None) -> list[StageCost]:
+def estimate(
+    profile: Any, pool: str, mfu: float, s1_sequences: int, price_per_hour: float | None = None
+) -> list[StageCost]:
     _, gpus, tflops, price = POOLS[pool]
     price = price if price_per_hour is None else price_per_hour
     flops_per_hour = gpus * tflops * 1e12 * mfu * 3600

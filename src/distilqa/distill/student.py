@@ -64,7 +64,9 @@ def build_student(teacher: Any, spec: StudentSpec, seed: int = 42) -> Any:
     config = copy.deepcopy(teacher.config)
     if spec.init == "teacher-layers":
         if spec.reshapes():
-            raise ConfigError("a teacher-layers student keeps the teacher's widths: drop the width options or use random")
+            raise ConfigError(
+                "a teacher-layers student keeps the teacher's widths: drop the width options or use random"
+            )
         keep = kept_teacher_layers(config.num_hidden_layers, spec.layers)
         student = copy.deepcopy(teacher)
         encoder = _layer_list(student)
