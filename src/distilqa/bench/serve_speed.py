@@ -5,8 +5,8 @@ A real `distilqa serve` process on loopback gets single-question V1 requests fro
 percentiles come from the clients' clocks. transformers' QuestionAnsweringPipeline (removed in
 transformers 5.3, so it runs from a separate virtual environment with transformers 5.2) answers
 the same questions with the same weights on the same CPU, one question at a time as a simple
-server would. An optional soak keeps concurrency 16 for a while and compares the server's memory
-at the start and the end.
+server would. An optional soak keeps concurrency 16 for a while and reads the server's memory at
+even intervals: growth over the whole soak and over its second half (a leak shows in both).
 """
 
 from __future__ import annotations
@@ -51,6 +51,28 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+SOAK_SAMPLES = 12  # RSS readings during a soak, besides its first and last
+
+
+def rss_summary(samples_mb: list[float]) -> dict[str, Any]:
+    """Growth over the whole soak and over its second half, from RSS readings at even intervals.
+
+    The first minutes of a server's life grow its heap (allocator arenas, tokenizer caches) and then
+    stop; a leak grows as fast in the second half as in the first, so that half is reported apart.
+    """
+    if len(samples_mb) < 2:
+        raise ValueError("rss_summary needs at least 2 readings")
+    start, middle, end = samples_mb[0], samples_mb[(len(samples_mb) - 1) // 2], samples_mb[-1]
+    return {
+        "rss_start_mb": round(start, 1),
+        "rss_end_mb": round(end, 1),
+        "rss_growth_pct": round(100 * (end - start) / start, 2),
+        "rss_growth_second_half_pct": round(100 * (end - middle) / middle, 2),
+        "rss_peak_mb": round(max(samples_mb), 1),
+        "rss_samples_mb": [round(x, 1) for x in samples_mb],
+    }
 
 
 def closed_loop(url: str, examples: list[Example], concurrency: int, seconds: float | None = None) -> dict[str, Any]:
@@ -154,16 +176,20 @@ def run_serve_benchmark(
         report["distilqa"] = run
         if soak_seconds > 0:
             closed_loop(url, examples, 16, seconds=min(10.0, soak_seconds / 6))  # settle the allocator
-            rss_start = _rss_mb(server.pid)
+            samples, stop = [_rss_mb(server.pid)], threading.Event()
+
+            def sample() -> None:  # a leak keeps growing; allocator warm-up levels off: the series tells them apart
+                while not stop.wait(soak_seconds / SOAK_SAMPLES):
+                    samples.append(_rss_mb(server.pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
             soak = closed_loop(url, examples, 16, seconds=soak_seconds)
+            stop.set()
+            sampler.join()
             soak.pop("answers")
-            rss_end = _rss_mb(server.pid)
-            soak.update(
-                seconds_target=soak_seconds,
-                rss_start_mb=round(rss_start, 1),
-                rss_end_mb=round(rss_end, 1),
-                rss_growth_pct=round(100 * (rss_end - rss_start) / rss_start, 2),
-            )
+            samples.append(_rss_mb(server.pid))
+            soak.update(seconds_target=soak_seconds, **rss_summary(samples))
             report["soak"] = soak
 
     if pipeline_python:
@@ -215,6 +241,7 @@ def format_report(r: dict[str, Any]) -> str:
         lines += [
             "",
             f"soak: {s['seconds']} s at concurrency 16, {s['requests']} requests, {s['errors']} errors, "
-            f"p99 {s['p99_ms']} ms, RSS {s['rss_start_mb']} -> {s['rss_end_mb']} MB ({s['rss_growth_pct']:+.2f}%)",
+            f"p99 {s['p99_ms']} ms, RSS {s['rss_start_mb']} -> {s['rss_end_mb']} MB ({s['rss_growth_pct']:+.2f}%; "
+            f"second half {s.get('rss_growth_second_half_pct', float('nan')):+.2f}%, peak {s.get('rss_peak_mb', '?')} MB)",
         ]
     return "\n".join(lines)
