@@ -75,6 +75,10 @@ def main() -> int:
                     help=f"S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: {RECIPE_WEIGHT})")  # fmt: skip
     ap.add_argument("--temperature", type=float, default=RECIPE_TEMPERATURE,
                     help=f"S2b softmax temperature (recipe: {RECIPE_TEMPERATURE})")  # fmt: skip
+    ap.add_argument("--augment-factor", type=int, default=0,
+                    help="S2a and S2b train on articles 1-30 plus N TinyBERT-augmented copies of every paragraph "
+                         "(`distilqa augment --embeddings-model` with the MiniLM), the recipe's lever for small "
+                         "data; the fine-tune-only controls keep the original data, as in the recipe")  # fmt: skip
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="bf16" if cpu_has_native_bf16() else "auto",
                     help="training precision; default bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), else auto "
@@ -132,21 +136,30 @@ def main() -> int:
     if not args.no_matched_control:
         train("(a') fine-tune only, matched epochs", "student-finetuned-matched", "finetune", w("student-init"),
               w("train.json"), "--epochs", matched)  # fmt: skip
-    train("(b) S2a intermediate", "student-s2a", "distill", "--stage", "intermediate", "--teacher", w(teacher),
-          "--student", w("student-init"), w("train.json"), "--epochs", str(args.s2a_epochs))  # fmt: skip
+    distill_data, aug = "train.json", ""
+    if args.augment_factor:
+        aug = f"-aug{args.augment_factor}"
+        distill_data = f"train{aug}.json"
+        if not (args.reuse and (work / distill_data).is_file()):
+            sh(log, "augment", "augment", w("train.json"), w(distill_data), "--factor", str(args.augment_factor),
+               "--embeddings-model", base, "--stats", w(f"train{aug}.stats.json"))  # fmt: skip
+    train("(b) S2a intermediate", f"student-s2a{aug}", "distill", "--stage", "intermediate", "--teacher", w(teacher),
+          "--student", w("student-init"), w(distill_data), "--epochs", str(args.s2a_epochs))  # fmt: skip
     # a non-recipe S2b gets its own directory, so --reuse never mixes variants; the teacher logits are
     # keyed by teacher, data and tokenisation only, so every variant shares them
     recipe_s2b = (args.distillation_weight, args.temperature) == (RECIPE_WEIGHT, RECIPE_TEMPERATURE)
     distilled = "student-distilled" + ("" if recipe_s2b else f"-w{args.distillation_weight:g}-t{args.temperature:g}")
+    distilled += aug
     train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
-          "--student", w("student-s2a"), w("train.json"), "--logits-cache", w("logits"), *epochs,
+          "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"), *epochs,
           "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
 
     models = [("teacher (MiniLM-L6, fine-tuned)", teacher), (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned")]  # fmt: skip
     if not args.no_matched_control:
         models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
     s2b = f"w {args.distillation_weight:g}, T {args.temperature:g}"
-    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}, {s2b}) distilled", distilled))
+    data = f", on 1 + {args.augment_factor} augmented copies" if args.augment_factor else ""
+    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}, {s2b}{data}) distilled", distilled))
     rows = []
     for label, model in models:
         preds, scores, na = w(f"{model}.pred.json"), w(f"{model}.eval.json"), w(f"{model}.na_prob.json")
@@ -238,6 +251,14 @@ def render(result: dict) -> str:
             "distillation before S2b (as in the recipe)"
             + (", so the second control fine-tunes for as many epochs in total. " if len(controls) > 1 else ". ")
             + "All students start from the same 3 teacher layers (every 2nd)."
+            + (
+                f" S2a and S2b trained on the training articles plus {s['augment_factor']} augmented copies of "
+                "every paragraph (TinyBERT augmentation), so the distilled student took about "
+                f"{1 + s['augment_factor']}x the controls' optimizer steps per epoch; the controls train on the "
+                "original data, as in the recipe."
+                if s.get("augment_factor")
+                else ""
+            )
             + (
                 " The matched-epochs control was not run for this result (`--no-matched-control`): the "
                 "distilled student saw the training data for more epochs than the control."

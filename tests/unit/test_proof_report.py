@@ -112,3 +112,13 @@ def test_models_below_the_no_answer_baseline_are_called_out(render) -> None:
     # results without a baseline (older JSON) render as before
     del result["baseline"]
     assert "no answer" not in render(result)
+
+
+def test_an_augmented_distillation_is_judged_and_said(render) -> None:
+    result = _result(50.0, 52.0, 55.0)
+    result["rows"][2]["dir"] = "student-distilled-aug2"
+    result["settings"]["augment_factor"] = 2
+    text = render(result)
+    assert "**Distillation beats fine-tuning alone**" in text
+    assert "plus 2 augmented copies" in text and "about 3x the controls' optimizer steps" in text
+    assert "augmented" not in render(_result(50.0, 52.0, 55.0))
