@@ -181,7 +181,7 @@ def run_serve_benchmark(
             closed_loop(url, examples, 16, seconds=min(10.0, soak_seconds / 6))  # settle the allocator
             samples, stop = [_rss_mb(server.pid)], threading.Event()
 
-            def sample() -> None:  # a leak keeps growing; allocator warm-up levels off: the series tells them apart
+            def sample() -> None:
                 while not stop.wait(soak_seconds / SOAK_SAMPLES):
                     samples.append(_rss_mb(server.pid))
 
@@ -245,7 +245,6 @@ def format_report(r: dict[str, Any]) -> str:
             "",
             f"soak: {s['seconds']} s at concurrency 16, {s['requests']} requests, {s['errors']} errors, "
             f"p99 {s['p99_ms']} ms, RSS {s['rss_start_mb']} -> {s['rss_end_mb']} MB ({s['rss_growth_pct']:+.2f}%; "
-            f"peak {s.get('rss_peak_mb', '?')} MB, second half's peak over the first's "
-            f"{s.get('rss_peak_growth_second_half_pct', float('nan')):+.2f}%)",
+            f"peak {s['rss_peak_mb']} MB, second half's peak over the first's {s['rss_peak_growth_second_half_pct']:+.2f}%)",
         ]
     return "\n".join(lines)
