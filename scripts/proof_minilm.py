@@ -88,6 +88,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "minilm-proof"), help="writes OUT.md and OUT.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json, run nothing")
     args = ap.parse_args()
+    minimum = {"epochs": 1, "s2a_epochs": 1, "teacher_more_epochs": 0, "augment_factor": 0}
+    for flag, least in minimum.items():
+        if getattr(args, flag) < least:
+            ap.error(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}")
     if args.render_only:
         result = json.loads(Path(args.out + ".json").read_text())
         if "baseline" not in result:  # results from before the baseline row: it needs no model, so add it

@@ -122,3 +122,15 @@ def test_an_augmented_distillation_is_judged_and_said(render) -> None:
     assert "**Distillation beats fine-tuning alone**" in text
     assert "plus 2 augmented copies" in text and "about 3x the controls' optimizer steps" in text
     assert "augmented" not in render(_result(50.0, 52.0, 55.0))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--augment-factor", "-1"), ("--epochs", "0"), ("--s2a-epochs", "0")])
+def test_out_of_range_counts_stop_before_any_work(flag, value, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "proof_minilm.py"), flag, value, "--work-dir", str(work)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and f"{flag} must be at least" in done.stderr and "Traceback" not in done.stderr
+    assert not work.exists()
