@@ -134,12 +134,6 @@ def main() -> int:
               "--epochs", str(args.teacher_more_epochs), overrides=("--lr", str(float(args.lr) / 2)))  # fmt: skip
     sh(log, "student init", "make-student", w(teacher), "-o", w("student-init"), "--layers", "3")
     train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
-    # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
-    # rules out "it simply trained longer"
-    matched = str(args.epochs + args.s2a_epochs)
-    if not args.no_matched_control:
-        train("(a') fine-tune only, matched epochs", "student-finetuned-matched", "finetune", w("student-init"),
-              w("train.json"), "--epochs", matched)  # fmt: skip
     distill_data, aug = "train.json", ""
     if args.augment_factor:
         aug = f"-aug{args.augment_factor}"
@@ -157,6 +151,14 @@ def main() -> int:
     train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
           "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"), *epochs,
           "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
+
+    # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
+    # rules out "it simply trained longer". It runs after the distilled branch, so a proof cut short
+    # by a session's end has the (a)-vs-(b) comparison first
+    matched = str(args.epochs + args.s2a_epochs)
+    if not args.no_matched_control:
+        train("(a') fine-tune only, matched epochs", "student-finetuned-matched", "finetune", w("student-init"),
+              w("train.json"), "--epochs", matched)  # fmt: skip
 
     models = [("teacher (MiniLM-L6, fine-tuned)", teacher), (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned")]  # fmt: skip
     if not args.no_matched_control:
