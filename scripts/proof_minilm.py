@@ -39,6 +39,14 @@ def no_answer_baseline(heldout) -> dict:
     return evaluate(heldout, {e.id: "" for e in heldout.examples()})
 
 
+def training_steps(work: Path, stages: list[str]) -> int:
+    """Optimizer steps of the stages that trained a model, from their training records (a stage once)."""
+    return sum(
+        json.loads((work / stage / "training_record.json").read_text())["result"]["steps"]
+        for stage in dict.fromkeys(stages)
+    )
+
+
 def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse: bool = False) -> float:
     """Run one `distilqa` command; with `reuse`, a training stage whose model already exists is kept."""
     command = "distilqa " + shlex.join(argv)
@@ -69,6 +77,9 @@ def main() -> int:
     ap.add_argument("--checkpoint-every", default="200", help="optimizer steps; a killed proof resumes")
     ap.add_argument("--reuse", action="store_true", help="keep stages whose model exists in --work-dir")
     ap.add_argument("--s2a-epochs", type=int, default=1)
+    ap.add_argument("--s2b-epochs", type=int, default=None,
+                    help="default: --epochs. With --augment-factor N, 1 epoch of the augmented data is as many "
+                         "optimizer steps as 1 + N epochs of the original (the table's steps column)")  # fmt: skip
     ap.add_argument("--no-matched-control", action="store_true",
                     help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)")  # fmt: skip
     ap.add_argument("--distillation-weight", type=float, default=RECIPE_WEIGHT,
@@ -89,6 +100,9 @@ def main() -> int:
     ap.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json, run nothing")
     args = ap.parse_args()
     minimum = {"epochs": 1, "s2a_epochs": 1, "teacher_more_epochs": 0, "augment_factor": 0}
+    if args.s2b_epochs is None:
+        args.s2b_epochs = args.epochs
+    minimum["s2b_epochs"] = 1
     for flag, least in minimum.items():
         if getattr(args, flag) < least:
             ap.error(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}")
@@ -147,9 +161,10 @@ def main() -> int:
     # keyed by teacher, data and tokenisation only, so every variant shares them
     recipe_s2b = (args.distillation_weight, args.temperature) == (RECIPE_WEIGHT, RECIPE_TEMPERATURE)
     distilled = "student-distilled" + ("" if recipe_s2b else f"-w{args.distillation_weight:g}-t{args.temperature:g}")
-    distilled += aug
+    distilled += ("" if args.s2b_epochs == args.epochs else f"-e{args.s2b_epochs}") + aug
     train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
-          "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"), *epochs,
+          "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"),
+          "--epochs", str(args.s2b_epochs),
           "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
 
     # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
@@ -165,7 +180,10 @@ def main() -> int:
         models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
     s2b = f"w {args.distillation_weight:g}, T {args.temperature:g}"
     data = f", on 1 + {args.augment_factor} augmented copies" if args.augment_factor else ""
-    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.epochs}, {s2b}{data}) distilled", distilled))
+    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.s2b_epochs}, {s2b}{data}) distilled", distilled))
+    # the optimizer steps that trained each model (a student's own stages; the teacher's phases): the
+    # budgets stated in epochs mean different amounts of training once some stages see augmented data
+    chains = {teacher: ["teacher", teacher], distilled: [f"student-s2a{aug}", distilled]}
     rows = []
     for label, model in models:
         preds, scores, na = w(f"{model}.pred.json"), w(f"{model}.eval.json"), w(f"{model}.na_prob.json")
@@ -181,7 +199,9 @@ def main() -> int:
 
         with safe_open(str(work / model / "model.safetensors"), "pt") as f:
             params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-        rows.append({"model": label, "dir": model, "params": params, "predict_seconds": round(predict_s, 1),
+        steps = training_steps(work, chains.get(model, [model]))
+        rows.append({"model": label, "dir": model, "params": params, "steps": steps,
+                     "predict_seconds": round(predict_s, 1),
                      "questions_per_s": round(metrics["total"] / predict_s, 1), **metrics})  # fmt: skip
 
     result = {"machine": os.uname().nodename, "cpu_threads": os.cpu_count(), "stages": log, "rows": rows,
@@ -212,6 +232,35 @@ def _baseline_caveat(rows: list[dict], base: dict | None, controls: list[dict], 
     ]
 
 
+def _budgets(s: dict, matched_control: bool, steps_shown: bool) -> str:
+    """How long each student trained, in the words of the run's settings."""
+    s2b_epochs, aug = s.get("s2b_epochs", s["epochs"]), s.get("augment_factor", 0)
+    same = s2b_epochs == s["epochs"]
+    text = (
+        f"Budgets: S2b and the first control train {s['epochs']} epoch(s)"
+        if same
+        else f"Budgets: the first control trains {s['epochs']} epoch(s), S2b {s2b_epochs} epoch(s)"
+    )
+    text += (
+        f" with the same batch, lr and schedule; the distilled student also had {s['s2a_epochs']} S2a epoch(s) "
+        "of intermediate-layer distillation before S2b (as in the recipe)"
+    )
+    matched = s["epochs"] + s["s2a_epochs"]
+    text += f", and the second control fine-tunes for {matched} epochs. " if matched_control else ". "
+    text += "All students start from the same 3 teacher layers (every 2nd)."
+    if aug:
+        text += (
+            f" S2a and S2b trained on the training articles plus {aug} augmented copies of every paragraph "
+            f"(TinyBERT augmentation), so an epoch of theirs is about {1 + aug}x the controls' optimizer steps; "
+            "the controls train on the original data, as in the recipe."
+        )
+    if steps_shown:
+        text += (
+            " The steps column counts each model's optimizer steps (S2a and S2b together for the distilled student)."
+        )
+    return text
+
+
 def render(result: dict) -> str:
     lines = [
         "# Proof on real text: MiniLM teacher, 3-layer students",
@@ -223,20 +272,20 @@ def render(result: dict) -> str:
         "questions/s: `distilqa predict` fp32 wall time incl. model load, "
         f"{result['cpu_threads']} CPU threads. Produced by `make proof-minilm` (scripts/proof_minilm.py).",
         "",
-        "| model | params | EM | F1 | HasAns EM | HasAns F1 | NoAns | best EM | best F1 | questions/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | params | steps | EM | F1 | HasAns EM | HasAns F1 | NoAns | best EM | best F1 | questions/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     nan = float("nan")
     for r in result["rows"]:
         lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['exact']:.2f} | {r['f1']:.2f} | "
+            f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r.get('steps', '')} | {r['exact']:.2f} | {r['f1']:.2f} | "
             f"{r.get('HasAns_exact', nan):.2f} | {r.get('HasAns_f1', nan):.2f} | {r.get('NoAns_exact', nan):.2f} | "
             f"{r.get('best_exact', nan):.2f} | {r.get('best_f1', nan):.2f} | {r['questions_per_s']} |"
         )
     base = result.get("baseline")
     if base:
         lines.append(
-            f'| always "no answer" (no model) | 0 | {base["exact"]:.2f} | {base["f1"]:.2f} | 0.00 | 0.00 | '
+            f'| always "no answer" (no model) | 0 | 0 | {base["exact"]:.2f} | {base["f1"]:.2f} | 0.00 | 0.00 | '
             f"{base.get('NoAns_exact', nan):.2f} | | | |"
         )
     by_dir = {r["dir"]: r for r in result["rows"]}
@@ -252,19 +301,7 @@ def render(result: dict) -> str:
         lines += [
             "",
             f"**Distillation {verdict} fine-tuning alone** on the held-out articles: {deltas}. "
-            f"Budgets: S2b and the first control train {s['epochs']} epoch(s) with the same batch, lr and "
-            f"schedule; the distilled student also had {s['s2a_epochs']} S2a epoch(s) of intermediate-layer "
-            "distillation before S2b (as in the recipe)"
-            + (", so the second control fine-tunes for as many epochs in total. " if len(controls) > 1 else ". ")
-            + "All students start from the same 3 teacher layers (every 2nd)."
-            + (
-                f" S2a and S2b trained on the training articles plus {s['augment_factor']} augmented copies of "
-                "every paragraph (TinyBERT augmentation), so the distilled student took about "
-                f"{1 + s['augment_factor']}x the controls' optimizer steps per epoch; the controls train on the "
-                "original data, as in the recipe."
-                if s.get("augment_factor")
-                else ""
-            )
+            + _budgets(s, len(controls) > 1, any("steps" in r for r in result["rows"]))
             + (
                 " The matched-epochs control was not run for this result (`--no-matched-control`): the "
                 "distilled student saw the training data for more epochs than the control."

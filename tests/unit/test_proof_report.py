@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -103,12 +104,12 @@ def test_models_below_the_no_answer_baseline_are_called_out(render) -> None:
     result["rows"].insert(0, {**result["rows"][0], "model": "teacher", "dir": "teacher", "exact": 47.0})
     result["baseline"] = {"exact": 50.2, "f1": 50.2, "NoAns_exact": 100.0}
     text = render(result)
-    assert '| always "no answer" (no model) | 0 | 50.20 | 50.20 |' in text
+    assert '| always "no answer" (no model) | 0 | 0 | 50.20 | 50.20 |' in text
     assert "2 of 4 models, the teacher among them, score no more EM" in text
     # every model above the floor: the row stays, the caveat goes
     result["baseline"] = {"exact": 40.0, "f1": 40.0, "NoAns_exact": 100.0}
     text = render(result)
-    assert '| always "no answer" (no model) | 0 | 40.00 |' in text and "Caveat" not in text
+    assert '| always "no answer" (no model) | 0 | 0 | 40.00 |' in text and "Caveat" not in text
     # results without a baseline (older JSON) render as before
     del result["baseline"]
     assert "no answer" not in render(result)
@@ -124,7 +125,9 @@ def test_an_augmented_distillation_is_judged_and_said(render) -> None:
     assert "augmented" not in render(_result(50.0, 52.0, 55.0))
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--augment-factor", "-1"), ("--epochs", "0"), ("--s2a-epochs", "0")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--augment-factor", "-1"), ("--epochs", "0"), ("--s2a-epochs", "0"), ("--s2b-epochs", "0")]
+)
 def test_out_of_range_counts_stop_before_any_work(flag, value, tmp_path) -> None:
     import subprocess
     import sys
@@ -134,3 +137,29 @@ def test_out_of_range_counts_stop_before_any_work(flag, value, tmp_path) -> None
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and f"{flag} must be at least" in done.stderr and "Traceback" not in done.stderr
     assert not work.exists()
+
+
+def test_budgets_follow_the_settings_and_steps_are_shown(render) -> None:
+    result = _result(50.0, 52.0, 55.0)
+    for row, steps in zip(result["rows"], (1706, 2559, 5118), strict=True):
+        row["steps"] = steps
+    result["settings"].update(s2b_epochs=1, augment_factor=2)
+    text = render(result)
+    assert "the first control trains 2 epoch(s), S2b 1 epoch(s)" in text
+    assert "the second control fine-tunes for 3 epochs" in text
+    assert "plus 2 augmented copies" in text and "about 3x the controls' optimizer steps" in text
+    distilled = next(line for line in text.splitlines() if line.startswith("| distilled |"))
+    assert distilled.startswith("| distilled | 17.0M | 5118 | 54.00 | 55.00 |")
+    # results written before the steps column and --s2b-epochs existed still render, in the old words
+    old = render(_result(50.0, 52.0, 55.0))
+    assert "steps column" not in old
+    assert "S2b and the first control train 2 epoch(s)" in old and "| ft | 17.0M |  | 49.00 |" in old
+
+
+def test_training_steps_add_a_models_stages_once(proof, tmp_path) -> None:
+    for stage, steps in (("teacher", 1706), ("student-s2a-aug2", 2559), ("student-distilled-e1-aug2", 2559)):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "training_record.json").write_text(json.dumps({"result": {"steps": steps}}))
+    assert proof.training_steps(tmp_path, ["student-s2a-aug2", "student-distilled-e1-aug2"]) == 5118
+    # a teacher without a second phase names its one directory twice
+    assert proof.training_steps(tmp_path, ["teacher", "teacher"]) == 1706
