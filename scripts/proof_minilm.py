@@ -51,17 +51,32 @@ def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse
     """Run one `distilqa` command; with `reuse`, a training stage whose model already exists is kept."""
     command = "distilqa " + shlex.join(argv)
     record = output / "training_record.json" if output else None
-    if reuse and record and record.is_file() and (output / "model.safetensors").is_file():
-        seconds = json.loads(record.read_text())["result"]["wall_seconds"]
-        print(f"\n== {name}: reusing {output} (trained in {seconds:.0f} s)", flush=True)
-        log.append({"stage": name, "command": command, "seconds": round(seconds, 1), "reused": True})
-        return seconds
-    print(f"\n== {name}: {command}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "distilqa.cli", *argv], check=True)
-    seconds = time.perf_counter() - t0
-    log.append({"stage": name, "command": command, "seconds": round(seconds, 1)})
+    reused = bool(reuse and record and record.is_file() and (output / "model.safetensors").is_file())
+    if reused:
+        print(f"\n== {name}: reusing {output}", flush=True)
+    else:
+        print(f"\n== {name}: {command}", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "distilqa.cli", *argv], check=True)
+        seconds = time.perf_counter() - t0
+    entry = {"stage": name, "command": command}
+    result = json.loads(record.read_text())["result"] if record and record.is_file() else {}
+    if reused or result.get("resumed_from_step") is not None:
+        # trained (partly) by an earlier run: the record's total over every run; a checkpoint older than that
+        # field leaves only the last run's seconds, said as such
+        total = result.get("wall_seconds_total")
+        seconds = total if total is not None else result["wall_seconds"]
+        entry.update(reused=reused, resumed_from_step=result.get("resumed_from_step"), last_run_only=total is None)
+    log.append({**entry, "seconds": round(seconds, 1)})
     return seconds
+
+
+def _seconds_cell(stage: dict) -> str:
+    cell = f"{stage['seconds']}{' †' * bool(stage.get('reused'))}"
+    if stage.get("resumed_from_step") is not None:
+        only = ", last run only" if stage.get("last_run_only") else ""
+        cell += f" (resumed at step {stage['resumed_from_step']}{only})"
+    return cell
 
 
 def main() -> int:
@@ -311,9 +326,7 @@ def render(result: dict) -> str:
         ]
         lines += _baseline_caveat(result["rows"], base, controls, distilled)
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
-    lines += [
-        f"| {s['stage']} | {s['seconds']}{' †' * bool(s.get('reused'))} | `{s['command']}` |" for s in result["stages"]
-    ]
+    lines += [f"| {s['stage']} | {_seconds_cell(s)} | `{s['command']}` |" for s in result["stages"]]
     if any(s.get("reused") for s in result["stages"]):
         lines += [
             "",

@@ -163,3 +163,27 @@ def test_training_steps_add_a_models_stages_once(proof, tmp_path) -> None:
     assert proof.training_steps(tmp_path, ["student-s2a-aug2", "student-distilled-e1-aug2"]) == 5118
     # a teacher without a second phase names its one directory twice
     assert proof.training_steps(tmp_path, ["teacher", "teacher"]) == 1706
+
+
+def test_a_reused_stage_reports_its_training_time_over_every_run(proof, tmp_path, render) -> None:
+    def stage(name: str, **result) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        (out / "model.safetensors").write_bytes(b"")
+        (out / "training_record.json").write_text(json.dumps({"result": {"wall_seconds": 300.0, **result}}))
+        return out
+
+    log: list[dict] = []
+    resumed = stage("resumed", resumed_from_step=1400, wall_seconds_total=4000.0)
+    assert proof.sh(log, "teacher", "finetune", output=resumed, reuse=True) == 4000.0
+    # a run resumed from a checkpoint that predates run totals has only its last run's seconds
+    old = stage("old", resumed_from_step=1400, wall_seconds_total=None)
+    assert proof.sh(log, "old teacher", "finetune", output=old, reuse=True) == 300.0
+    plain = stage("plain")
+    assert proof.sh(log, "student", "finetune", output=plain, reuse=True) == 300.0
+    result = _result(50.0, 52.0, 55.0)
+    result["stages"] = log
+    text = render(result)
+    assert "| teacher | 4000.0 † (resumed at step 1400) |" in text
+    assert "| old teacher | 300.0 † (resumed at step 1400, last run only) |" in text
+    assert "| student | 300.0 † |" in text

@@ -105,6 +105,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_roberta_dir, dev
     assert resumed.returncode == 0, resumed.stderr
     record = json.loads((out / "training_record.json").read_text())["result"]
     assert record["resumed_from_step"] >= 10 and record["steps_this_run"] == total - record["resumed_from_step"]
+    # the record's total counts the checkpointed steps' seconds from the killed run as well as this run's
+    assert record["wall_seconds_total"] > record["wall_seconds"] > 0
+    full_result = json.loads((tmp_path / "full" / "training_record.json").read_text())["result"]
+    assert full_result["wall_seconds_total"] == full_result["wall_seconds"]
     a, b = weights(tmp_path / "full"), weights(out)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"

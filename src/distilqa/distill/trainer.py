@@ -178,6 +178,10 @@ class Trainer:
             if self.extra is not None and any(p.requires_grad for p in self.extra.parameters()):
                 self.extra = DistributedDataParallel(self.extra, device_ids=ids)
         self.step = 0
+        # training seconds of the steps before this run's first, carried in checkpoints; None when resumed
+        # from a checkpoint that predates the field, so a total is never a guess
+        self.seconds_before: float | None = 0.0
+        self._run_started = time.perf_counter()
 
     # ----------------------------------------------------------------------------- checkpoints
 
@@ -194,6 +198,7 @@ class Trainer:
         tmp.mkdir(parents=True)
         state = {
             "step": self.step,
+            "train_seconds": self._seconds_so_far(),
             "model": self.model.state_dict(),
             "extra": _unwrap(self.extra).state_dict() if self.extra is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -229,7 +234,14 @@ class Trainer:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = state["step"]
+        self.seconds_before = state.get("train_seconds")
         return True
+
+    def _seconds_so_far(self) -> float | None:
+        """Seconds spent on the steps done so far, over every run; time lost after a kill is not counted."""
+        if self.seconds_before is None:
+            return None
+        return self.seconds_before + time.perf_counter() - self._run_started
 
     # ---------------------------------------------------------------------------------- training
 
@@ -282,7 +294,7 @@ class Trainer:
         bar = progress_bar("train", "step")(self.total_steps) if self.dist.is_main else None
         if bar is not None:
             bar.update(self.step)
-        t0 = time.perf_counter()
+        t0 = self._run_started = time.perf_counter()
         terms_sum: dict[str, float] = {}
         first_loss = last_loss = None
         while self.step < self.total_steps:
@@ -319,6 +331,8 @@ class Trainer:
             "accumulation": self.accumulation,
             "world_size": self.dist.world_size,
             "wall_seconds": round(wall, 2),
+            # a resumed stage's whole training time (wall_seconds is this run's)
+            "wall_seconds_total": None if self.seconds_before is None else round(self.seconds_before + wall, 2),
             "samples_per_s": round(trained_steps * self.config.global_batch_size / wall, 2) if wall > 0 else None,
             "mean_terms_this_run": {k: v / max(1, trained_steps) for k, v in terms_sum.items()},
             "first_step_loss": first_loss,
