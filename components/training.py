@@ -143,9 +143,9 @@ def _record(out_dir: str) -> dict:
     from pathlib import Path
 
     record = json.loads((Path(out_dir) / "training_record.json").read_text())
-    result = record.get("result", {})
+    result = record.get("result", {})  # wall_seconds_total: a retried step's time over every attempt
     return {"stage": record.get("stage", ""), "steps": result.get("steps", 0),
-            "samples_per_s": result.get("samples_per_s") or 0.0, "wall_seconds": result.get("wall_seconds") or 0.0,
+            "samples_per_s": result.get("samples_per_s") or 0.0, "wall_seconds": result.get("wall_seconds_total") or result.get("wall_seconds") or 0.0,
             "train_data_checksum": record.get("train_data_checksum", "")}  # fmt: skip
 
 
