@@ -395,6 +395,14 @@ def _add_finetune(sub: Any) -> None:
     p.set_defaults(handler=_run_finetune)
 
 
+def _wall(result: dict[str, Any]) -> str:
+    """A resumed stage's seconds: this run's and, when its checkpoints carried them, every run's."""
+    total = result.get("wall_seconds_total")
+    if result.get("resumed_from_step") is None or total is None:
+        return f"{result['wall_seconds']}s"
+    return f"{result['wall_seconds']}s this run, {total}s in all"
+
+
 def _run_finetune(args: argparse.Namespace) -> int:
     from distilqa.windows import WindowConfig
 
@@ -406,7 +414,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     result = record["result"]
     print(
         f"finetune: {result['steps']} steps ({result['steps_this_run']} this run), "
-        f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
+        f"{result['samples_per_s']} samples/s, {_wall(result)} -> {args.output}",
         file=sys.stderr,
     )
     return 0
@@ -492,7 +500,7 @@ def _run_distill(args: argparse.Namespace) -> int:
     print(
         f"distill ({args.stage}): {detail}{result['steps']} steps, loss {result['first_step_loss']:.4g} -> "
         f"{result['last_step_loss']:.4g}, "
-        f"{result['samples_per_s']} samples/s, {result['wall_seconds']}s -> {args.output}",
+        f"{result['samples_per_s']} samples/s, {_wall(result)} -> {args.output}",
         file=sys.stderr,
     )
     return 0

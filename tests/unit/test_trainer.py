@@ -107,6 +107,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_roberta_dir, dev
     assert record["resumed_from_step"] >= 10 and record["steps_this_run"] == total - record["resumed_from_step"]
     # the record's total counts the checkpointed steps' seconds from the killed run as well as this run's
     assert record["wall_seconds_total"] > record["wall_seconds"] > 0
+    assert f"{record['wall_seconds']}s this run, {record['wall_seconds_total']}s in all" in resumed.stderr
     full_result = json.loads((tmp_path / "full" / "training_record.json").read_text())["result"]
     assert full_result["wall_seconds_total"] == full_result["wall_seconds"]
     a, b = weights(tmp_path / "full"), weights(out)
