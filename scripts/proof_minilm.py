@@ -114,10 +114,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "minilm-proof"), help="writes OUT.md and OUT.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite OUT.md from OUT.json, run nothing")
     args = ap.parse_args()
-    minimum = {"epochs": 1, "s2a_epochs": 1, "teacher_more_epochs": 0, "augment_factor": 0}
     if args.s2b_epochs is None:
         args.s2b_epochs = args.epochs
-    minimum["s2b_epochs"] = 1
+    minimum = {"epochs": 1, "s2a_epochs": 1, "s2b_epochs": 1, "teacher_more_epochs": 0, "augment_factor": 0}
     for flag, least in minimum.items():
         if getattr(args, flag) < least:
             ap.error(f"--{flag.replace('_', '-')} must be at least {least}, got {getattr(args, flag)}")

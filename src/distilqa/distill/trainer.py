@@ -181,7 +181,7 @@ class Trainer:
         # training seconds of the steps before this run's first, carried in checkpoints; None when resumed
         # from a checkpoint that predates the field, so a total is never a guess
         self.seconds_before: float | None = 0.0
-        self._run_started = time.perf_counter()
+        self._run_started = 0.0  # set by train()
 
     # ----------------------------------------------------------------------------- checkpoints
 
@@ -198,7 +198,7 @@ class Trainer:
         tmp.mkdir(parents=True)
         state = {
             "step": self.step,
-            "train_seconds": self._seconds_so_far(),
+            "train_seconds": self._seconds_so_far(time.perf_counter() - self._run_started),
             "model": self.model.state_dict(),
             "extra": _unwrap(self.extra).state_dict() if self.extra is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -237,11 +237,9 @@ class Trainer:
         self.seconds_before = state.get("train_seconds")
         return True
 
-    def _seconds_so_far(self) -> float | None:
+    def _seconds_so_far(self, this_run: float) -> float | None:
         """Seconds spent on the steps done so far, over every run; time lost after a kill is not counted."""
-        if self.seconds_before is None:
-            return None
-        return self.seconds_before + time.perf_counter() - self._run_started
+        return None if self.seconds_before is None else self.seconds_before + this_run
 
     # ---------------------------------------------------------------------------------- training
 
@@ -332,7 +330,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "wall_seconds": round(wall, 2),
             # a resumed stage's whole training time (wall_seconds is this run's)
-            "wall_seconds_total": None if self.seconds_before is None else round(self.seconds_before + wall, 2),
+            "wall_seconds_total": None if (total := self._seconds_so_far(wall)) is None else round(total, 2),
             "samples_per_s": round(trained_steps * self.config.global_batch_size / wall, 2) if wall > 0 else None,
             "mean_terms_this_run": {k: v / max(1, trained_steps) for k, v in terms_sum.items()},
             "first_step_loss": first_loss,
