@@ -317,8 +317,8 @@ def render(result: dict) -> str:
             f"**Distillation {verdict} fine-tuning alone** on the held-out articles: {deltas}. "
             + _budgets(s, len(controls) > 1, any("steps" in r for r in result["rows"]))
             + (
-                " The matched-epochs control was not run for this result (`--no-matched-control`): the "
-                "distilled student saw the training data for more epochs than the control."
+                " The matched-epochs control was not run for this result (`--no-matched-control`): compare "
+                "the budgets in the steps column and the epochs above."
                 if s.get("no_matched_control")
                 else ""
             ),

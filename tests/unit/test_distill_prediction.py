@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,3 +84,40 @@ def test_bad_distillation_parameters(tiny_roberta_dir, teacher_dir, dev_slice_fi
     assert_clean_failure(run_cli(*base, "--distillation-weight", "1.5"), "weight")
     unknown = run_cli(*base[:2], "pretrain", *base[3:])
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+def test_length_sorted_cache_matches_one_feature_at_a_time(teacher_dir, dev_slice_file, tmp_path):
+    """Batches of sorted lengths, written back by index, must give each feature its own logits."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from distilqa.distill.finetune import qa_tensors
+    from distilqa.distill.teacher_logits import cached_teacher_logits
+    from distilqa.squad import load_squad
+    from distilqa.windows import WindowConfig
+
+    data = qa_tensors(load_squad(dev_slice_file), AutoTokenizer.from_pretrained(teacher_dir), WindowConfig(128, 64))
+    data = {k: v[:40] for k, v in data.items()}
+    lengths = data["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) > 3, "the slice must mix lengths for the order to matter"
+    teacher = AutoModelForQuestionAnswering.from_pretrained(teacher_dir)
+    cpu = torch.device("cpu")
+    cached, hit = cached_teacher_logits(teacher, "fp", data, {}, batch_size=7, directory=tmp_path, device=cpu,
+                                        precision="fp32")  # fmt: skip
+    assert not hit
+    with torch.inference_mode():
+        for i in range(len(lengths)):
+            n = int(lengths[i])
+            one = teacher(**{k: data[k][i : i + 1, :n] for k in ("input_ids", "attention_mask")})
+            torch.testing.assert_close(
+                torch.from_numpy(cached[i, :n, 0].copy()), one.start_logits[0], atol=1e-4, rtol=1e-4
+            )
+            torch.testing.assert_close(
+                torch.from_numpy(cached[i, :n, 1].copy()), one.end_logits[0], atol=1e-4, rtol=1e-4
+            )
+
+    again, hit = cached_teacher_logits(teacher, "fp", data, {}, directory=tmp_path, device=cpu, precision="fp32")
+    assert hit
+    bf16, hit = cached_teacher_logits(teacher, "fp", data, {}, directory=tmp_path, device=cpu, precision="bf16")
+    assert not hit, "another precision is another cache entry"
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not list(tmp_path.glob(".*partial*"))
+    assert np.abs(bf16 - again).max() < 0.5  # bf16 rounds, it does not change the answer

@@ -5,6 +5,11 @@ once (fp32, [features, max_seq_len, 2], ≈0.4 GB for SQuAD train) turns each ep
 student-only work. The cache is a memory-mapped .npy keyed by a checksum of the teacher's
 weights, the features' token ids and the window settings, so a rerun, a resumed job or another
 stage reuses it, and any change to teacher, data or tokenisation computes it anew.
+
+The teacher runs once over every feature, so it runs as fast as the hardware allows: on the GPU
+when there is one (a V100 pipeline step must not fall back to the CPU), in bf16/fp16 where that
+is native (AMX or AVX-512 BF16 CPUs, GPUs), on batches of similar length. The precision is part
+of the cache key: a cache made in bf16 is never mistaken for an fp32 one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def logits_precision(device: torch.device) -> str:
+    """The fastest precision that keeps soft targets faithful on this device (also part of the key)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # V100: fp16
+    from distilqa.inference import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"  # emulated bf16 runs slower than fp32
+
+
+def logits_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
 def cache_key(teacher: str, input_ids: Tensor, settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(teacher.encode())
     digest.update(np.ascontiguousarray(input_ids.numpy()).tobytes())
@@ -51,36 +69,50 @@ def cached_teacher_logits(
     settings: dict[str, Any],
     batch_size: int = 32,
     directory: str | os.PathLike[str] | None = None,
+    device: torch.device | None = None,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """([features, seq, 2] float32 memmap, whether it came from the cache)."""
-    key = cache_key(teacher_fp, data["input_ids"], settings)
+    """([features, seq, 2] float32 memmap, whether it came from the cache).
+
+    `device` and `precision` default to `logits_device()` and its `logits_precision`.
+    """
+    device = device or logits_device()
+    precision = precision or logits_precision(device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    key = cache_key(teacher_fp, data["input_ids"], {**settings, "teacher_precision": precision})
     root = Path(directory) if directory else cache_dir() / "teacher-logits"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{key}.npy"
     if path.exists():
         return np.load(path, mmap_mode="c"), True
     n, width = data["input_ids"].shape
-    tmp = root / f".{key}.partial.npy"
+    tmp = root / f".{key}.{os.getpid()}.partial.npy"  # per process: DDP ranks may each fill it
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, width, 2))
-    teacher_model.eval()
+    teacher_model.eval().to(device)
+    lengths = data["attention_mask"].sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)  # similar lengths share a batch: less padding
     bar = progress_bar("teacher logits", "feature")(n)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         for begin in range(0, n, batch_size):
-            batch = {
-                k: v[begin : begin + batch_size]
+            idx = order[begin : begin + batch_size]
+            length = int(lengths[idx].max())
+            inputs = {
+                k: v[idx, :length].to(device)
                 for k, v in data.items()
                 if k in ("input_ids", "attention_mask", "token_type_ids")
             }
-            length = int(batch["attention_mask"].sum(dim=1).max())
-            result = teacher_model(**{k: v[:, :length] for k, v in batch.items()})
-            out[begin : begin + len(batch["input_ids"]), :length, 0] = result.start_logits.float().numpy()
-            out[begin : begin + len(batch["input_ids"]), :length, 1] = result.end_logits.float().numpy()
-            bar.update(len(batch["input_ids"]))
+            result = teacher_model(**inputs)
+            rows = idx.numpy()
+            out[rows, :length, 0] = result.start_logits.float().cpu().numpy()
+            out[rows, :length, 1] = result.end_logits.float().cpu().numpy()
+            bar.update(len(rows))
     bar.close()
     out.flush()
     del out
     os.replace(tmp, path)  # complete or absent, never half-written under the real name
     (root / f"{key}.json").write_text(
-        json.dumps({"teacher": teacher_fp, "features": n, "seq": width, **settings}, indent=2)
+        json.dumps(
+            {"teacher": teacher_fp, "features": n, "seq": width, "teacher_precision": precision, **settings}, indent=2
+        )
     )
     return np.load(path, mmap_mode="c"), False  # copy-on-write: torch wants writable memory
