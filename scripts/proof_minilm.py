@@ -97,6 +97,9 @@ def main() -> int:
                          "optimizer steps as 1 + N epochs of the original (the table's steps column)")  # fmt: skip
     ap.add_argument("--no-matched-control", action="store_true",
                     help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)")  # fmt: skip
+    ap.add_argument("--controls-only", action="store_true",
+                    help="teacher and fine-tune-only controls, evaluated; no augmentation, S2a or S2b (a proof "
+                         "split over machines or sessions: rerun without it and --reuse for the distilled branch)")  # fmt: skip
     ap.add_argument("--distillation-weight", type=float, default=RECIPE_WEIGHT,
                     help=f"S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: {RECIPE_WEIGHT})")  # fmt: skip
     ap.add_argument("--temperature", type=float, default=RECIPE_TEMPERATURE,
@@ -162,24 +165,23 @@ def main() -> int:
               "--epochs", str(args.teacher_more_epochs), overrides=("--lr", str(float(args.lr) / 2)))  # fmt: skip
     sh(log, "student init", "make-student", w(teacher), "-o", w("student-init"), "--layers", "3")
     train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
-    distill_data, aug = "train.json", ""
-    if args.augment_factor:
-        aug = f"-aug{args.augment_factor}"
-        distill_data = f"train{aug}.json"
-        if not (args.reuse and (work / distill_data).is_file()):
-            sh(log, "augment", "augment", w("train.json"), w(distill_data), "--factor", str(args.augment_factor),
-               "--embeddings-model", base, "--stats", w(f"train{aug}.stats.json"))  # fmt: skip
-    train("(b) S2a intermediate", f"student-s2a{aug}", "distill", "--stage", "intermediate", "--teacher", w(teacher),
-          "--student", w("student-init"), w(distill_data), "--epochs", str(args.s2a_epochs))  # fmt: skip
+    aug = f"-aug{args.augment_factor}" if args.augment_factor else ""
+    distill_data = f"train{aug}.json"
     # a non-recipe S2b gets its own directory, so --reuse never mixes variants; the teacher logits are
     # keyed by teacher, data and tokenisation only, so every variant shares them
     recipe_s2b = (args.distillation_weight, args.temperature) == (RECIPE_WEIGHT, RECIPE_TEMPERATURE)
     distilled = "student-distilled" + ("" if recipe_s2b else f"-w{args.distillation_weight:g}-t{args.temperature:g}")
     distilled += ("" if args.s2b_epochs == args.epochs else f"-e{args.s2b_epochs}") + aug
-    train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
-          "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"),
-          "--epochs", str(args.s2b_epochs),
-          "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
+    if not args.controls_only:
+        if aug and not (args.reuse and (work / distill_data).is_file()):
+            sh(log, "augment", "augment", w("train.json"), w(distill_data), "--factor", str(args.augment_factor),
+               "--embeddings-model", base, "--stats", w(f"train{aug}.stats.json"))  # fmt: skip
+        train("(b) S2a intermediate", f"student-s2a{aug}", "distill", "--stage", "intermediate", "--teacher",
+              w(teacher), "--student", w("student-init"), w(distill_data), "--epochs", str(args.s2a_epochs))  # fmt: skip
+        train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
+              "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"),
+              "--epochs", str(args.s2b_epochs),
+              "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
 
     # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
     # rules out "it simply trained longer". It runs after the distilled branch, so a proof cut short
@@ -194,7 +196,10 @@ def main() -> int:
         models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
     s2b = f"w {args.distillation_weight:g}, T {args.temperature:g}"
     data = f", on 1 + {args.augment_factor} augmented copies" if args.augment_factor else ""
-    models.append((f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.s2b_epochs}, {s2b}{data}) distilled", distilled))
+    if not args.controls_only:
+        models.append(
+            (f"student 3L: S2a ({args.s2a_epochs}) + S2b ({args.s2b_epochs}, {s2b}{data}) distilled", distilled)
+        )
     # the optimizer steps that trained each model (a student's own stages; the teacher's phases): the
     # budgets stated in epochs mean different amounts of training once some stages see augmented data
     chains = {teacher: ["teacher", teacher], distilled: [f"student-s2a{aug}", distilled]}
@@ -324,6 +329,12 @@ def render(result: dict) -> str:
             ),
         ]
         lines += _baseline_caveat(result["rows"], base, controls, distilled)
+    elif controls:
+        lines += [
+            "",
+            "**No verdict:** the distilled branch was not run for this result (`--controls-only`); rerun "
+            "without it, with `--reuse`, to train and judge the distilled student against these controls.",
+        ]
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
     lines += [f"| {s['stage']} | {_seconds_cell(s)} | `{s['command']}` |" for s in result["stages"]]
     if any(s.get("reused") for s in result["stages"]):

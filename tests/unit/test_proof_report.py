@@ -75,6 +75,16 @@ def test_a_skipped_matched_control_is_said(render) -> None:
     assert "not run" not in render(_result(50.0, 52.0, 55.0))
 
 
+def test_controls_alone_render_without_a_verdict(render) -> None:
+    result = _result(50.0, 52.0, 0.0)
+    result["rows"].pop(2)
+    result["settings"]["controls_only"] = True
+    text = render(result)
+    assert "**No verdict:**" in text and "`--controls-only`" in text
+    assert "Distillation beats" not in text and "does NOT beat" not in text
+    assert "| ft matched |" in text
+
+
 def test_a_non_recipe_s2b_variant_is_judged_too(render) -> None:
     result = _result(50.0, 52.0, 55.0)
     result["rows"][2]["dir"] = "student-distilled-w0.25-t1.5"
