@@ -69,11 +69,12 @@ minilm: setup
 
 # S2a/S2b on the articles + 2 augmented copies; S2b's 1 epoch of them = the 3-epoch control's steps. --reuse keeps
 # finished stages and a killed stage resumes from its checkpoint. On 2 AVX2 cores (2026-12-02): teacher
-# ~2.8 s/step x 1706, 3-layer fine-tune 3034 s, S2a ~2.8 s/step x 2526: 6-7 h in all. On 2 Zen 5 cores
-# (AVX-512 BF16, same day): teacher ~1 s/step, fine-tune 968 s, S2a 3333 s, S2b's teacher logits
-# (40430 features, fp32) ~20 min, then S2b: about 3 h in all
+# ~2.8 s/step x 1706, 3-layer fine-tune 3034 s, S2a ~2.8 s/step x 2526: 6-7 h in all. On 2 AMX Xeon cores
+# (2026-12-03): teacher 3627 s, 3-epoch control 3164 s, S2a 5062 s, S2b 3148 s (incl. 446 s of bf16 teacher
+# logits): about 4 h in all; Zen 5 was about 1.5x faster per student step
 proof-minilm: minilm
-	$(BIN)/python scripts/proof_minilm.py --work-dir .proof --epochs 2 --s2b-epochs 1 --augment-factor 2 --reuse
+	$(BIN)/python scripts/proof_minilm.py --work-dir .proof --epochs 3 --teacher-epochs 2 --s2a-epochs 1 --s2b-epochs 1 \
+		--augment-factor 2 --no-matched-control --reuse
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache

@@ -8,6 +8,7 @@ with the user's input raise `DistilqaError` and end here as one line on stderr a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -804,7 +805,8 @@ def _add_bench(sub: Any) -> None:
         "recipe's shapes (student 6 x 768, teacher 12 x 768), full 384-token windows. MFU = model FLOPs/s over "
         "the measured matmul peak of this machine (and the datasheet peak on a known GPU).",
     )
-    bt.add_argument("--stages", nargs="+", default=["s2a", "s2b"], choices=["s2a", "s2b"])
+    bt.add_argument("--stages", nargs="+", default=["s2a", "s2b", "logits"], choices=["s2a", "s2b", "logits"],
+                    help="logits: filling S2b's teacher-logit cache (12 x 768 teacher forward, features/s)")  # fmt: skip
     bt.add_argument("--amp", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     bt.add_argument("--batch-size", type=int, default=8, help="per-device batch (default 8)")
     bt.add_argument("--seq-len", type=int, default=384)
@@ -882,14 +884,16 @@ def _run_bench_train(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.steps < 1 or not 8 <= args.seq_len <= 512:
         raise ConfigError("--batch-size and --steps must be positive and --seq-len within [8, 512]")
-    from distilqa.bench.train_speed import bench_stage
+    from distilqa.bench.train_speed import bench_stage, bench_teacher_logits
 
     results = []
     for stage in args.stages:
         for amp in args.amp:
-            r = bench_stage(stage, args.batch_size, args.seq_len, args.steps, amp)
+            bench = bench_teacher_logits if stage == "logits" else functools.partial(bench_stage, stage)
+            r = bench(args.batch_size, args.seq_len, args.steps, amp)
             results.append(r)
-            print(f"{stage} {amp}: {r['samples_per_s']} samples/s ({r['step_seconds']} s/step of {r['batch']}), "
+            unit = "features" if stage == "logits" else "samples"
+            print(f"{stage} {amp}: {r['samples_per_s']} {unit}/s ({r['step_seconds']} s/step of {r['batch']}), "
                   f"{r['model_tflops']} TFLOP/s, MFU {r['mfu_vs_measured_peak']:.1%} of the measured "
                   f"{r['measured_matmul_peak_tflops']} TFLOP/s matmul peak", file=sys.stderr)  # fmt: skip
     if args.output:

@@ -194,13 +194,14 @@ def test_make_student_cli(tmp_path, tiny_roberta_dir):
                          "multiple")  # fmt: skip
 
 
-def test_training_benchmark_runs_both_stages(tmp_path):
+def test_training_benchmark_runs_every_stage(tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli("bench", "train", "--batch-size", "1", "--seq-len", "16", "--steps", "1", "--amp", "fp32",
                      "--output", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["stage"] for r in rows] == ["s2a", "s2b"]
+    assert [r["stage"] for r in rows] == ["s2a", "s2b", "logits"]
     assert all(r["samples_per_s"] > 0 and 0 < r["mfu_vs_measured_peak"] < 1.5 for r in rows)
+    assert rows[2]["features"] == 1 and 4 <= rows[2]["mean_length"] <= 16
     assert rows[0]["model_tflops"] / rows[0]["samples_per_s"] > rows[1]["model_tflops"] / rows[1]["samples_per_s"]
     assert_clean_failure(run_cli("bench", "train", "--seq-len", "4096"), "--seq-len")

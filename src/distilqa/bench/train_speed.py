@@ -2,7 +2,8 @@
 
 Shapes are the recipe's: S2a trains a 6-layer × 768 RoBERTa student against a 12-layer × 768
 teacher run online (hidden states + pre-softmax attention scores), S2b trains the same student
-against cached teacher logits. Sequences are full 384-token windows (the worst case; real SQuAD
+against cached teacher logits, and "logits" times filling that cache (the 12 × 768 teacher's
+forward over every feature, length-sorted, in the precision S2b's cache would use). Sequences are full 384-token windows (the worst case; real SQuAD
 batches are trimmed to their longest window). Weights are random: speed does not depend on them.
 
 Each step is the product's own code path: the stage's loss function, backward, gradient clipping
@@ -143,3 +144,43 @@ def bench_stage(stage: str, batch: int, seq_len: int, steps: int, amp: str) -> d
                 result["mfu_vs_datasheet"] = round(achieved / tflops, 3)
         result["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return result
+
+
+def bench_teacher_logits(batch: int, seq_len: int, steps: int, amp: str) -> dict[str, Any]:
+    """Features/s of S2b's teacher-logit cache fill: `cached_teacher_logits` itself, on features whose
+    lengths spread over [seq_len/4, seq_len] as SQuAD windows do (the last window of a paragraph is short)."""
+    import tempfile
+
+    import torch
+
+    from distilqa.distill.teacher_logits import cached_teacher_logits, logits_device
+
+    device = logits_device()
+    teacher = _model(Shape(12), 2)
+    n = batch * steps
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(seq_len // 4, seq_len + 1, (n,), generator=g)
+    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
+    data = {"input_ids": torch.randint(3, 50000, (n, seq_len), generator=g) * mask, "attention_mask": mask}
+    with tempfile.TemporaryDirectory() as tmp:
+        # one warm-up batch on its own cache, then the timed fill on a fresh one
+        warm = {k: v[:batch] for k, v in data.items()}
+        cached_teacher_logits(teacher, "bench", warm, {"warm": True}, batch, tmp, device, amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        cached_teacher_logits(teacher, "bench", data, {}, batch, tmp, device, amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    tokens = int(lengths.sum())
+    achieved = tokens * forward_flops_per_token(teacher, int(lengths.float().mean())) / seconds / 1e12
+    peak = measured_peak_tflops(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+    return {
+        "stage": "logits", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "amp": amp, "batch": batch, "seq_len": seq_len, "steps": steps,
+        "features": n, "mean_length": round(tokens / n, 1),
+        "step_seconds": round(seconds / steps, 3), "samples_per_s": round(n / seconds, 2),
+        "model_tflops": round(achieved, 3), "measured_matmul_peak_tflops": round(peak, 2),
+        "mfu_vs_measured_peak": round(achieved / peak, 3),
+    }  # fmt: skip
