@@ -42,6 +42,13 @@ def _result(ft: float, matched: float, distilled: float, reused: bool = False) -
     }
 
 
+def _without(result: dict, row: int, setting: str) -> dict:
+    """A result whose run skipped a model with the flag that skips it."""
+    result["rows"].pop(row)
+    result["settings"][setting] = True
+    return result
+
+
 def test_distillation_must_beat_every_control(render) -> None:
     assert "**Distillation beats fine-tuning alone**" in render(_result(50.0, 52.0, 55.0))
     # beating the short control but not the matched-epochs one is not a win
@@ -67,19 +74,13 @@ def test_best_threshold_columns_are_shown_when_measured(render) -> None:
 
 
 def test_a_skipped_matched_control_is_said(render) -> None:
-    result = _result(50.0, 0.0, 55.0)
-    result["rows"].pop(1)
-    result["settings"]["no_matched_control"] = True
-    text = render(result)
+    text = render(_without(_result(50.0, 0.0, 55.0), row=1, setting="no_matched_control"))
     assert "**Distillation beats fine-tuning alone**" in text and "not run for this result" in text
     assert "not run" not in render(_result(50.0, 52.0, 55.0))
 
 
 def test_controls_alone_render_without_a_verdict(render) -> None:
-    result = _result(50.0, 52.0, 0.0)
-    result["rows"].pop(2)
-    result["settings"]["controls_only"] = True
-    text = render(result)
+    text = render(_without(_result(50.0, 52.0, 0.0), row=2, setting="controls_only"))
     assert "**No verdict:**" in text and "`--controls-only`" in text
     assert "Distillation beats" not in text and "does NOT beat" not in text
     assert "| ft matched |" in text

@@ -3,8 +3,9 @@
 Shapes are the recipe's: S2a trains a 6-layer × 768 RoBERTa student against a 12-layer × 768
 teacher run online (hidden states + pre-softmax attention scores), S2b trains the same student
 against cached teacher logits, and "logits" times filling that cache (the 12 × 768 teacher's
-forward over every feature, length-sorted, in the precision S2b's cache would use). Sequences are full 384-token windows (the worst case; real SQuAD
-batches are trimmed to their longest window). Weights are random: speed does not depend on them.
+forward over every feature, length-sorted, in the precision S2b's cache would use). Training
+sequences are full 384-token windows (the worst case; real SQuAD batches are trimmed to their
+longest window). Weights are random: speed does not depend on them.
 
 Each step is the product's own code path: the stage's loss function, backward, gradient clipping
 and an AdamW step, under the autocast the trainer would use. The first step is a warm-up; the
@@ -126,22 +127,39 @@ def bench_stage(stage: str, batch: int, seq_len: int, steps: int, amp: str) -> d
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     step = statistics.median(times[1:])
-    samples_per_s = batch / step
-    achieved = samples_per_s * seq_len * flops / 1e12
-    peak = measured_peak_tflops(device, dtype or torch.float32)
+    achieved = batch / step * seq_len * flops / 1e12
+    return _record(stage, device, amp, batch, seq_len, steps, step, batch / step, achieved)
+
+
+def _record(
+    stage: str,
+    device: Any,
+    amp: str,
+    batch: int,
+    seq_len: int,
+    steps: int,
+    step_seconds: float,
+    samples_per_s: float,
+    achieved_tflops: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One benchmark row: the figures, this machine's measured matmul peak and, on a known GPU, its datasheet's."""
+    import torch
+
+    peak = measured_peak_tflops(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
     result = {
         "stage": stage, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "amp": amp, "batch": batch, "seq_len": seq_len, "steps": steps,
-        "step_seconds": round(step, 3), "samples_per_s": round(samples_per_s, 2),
-        "model_tflops": round(achieved, 3), "measured_matmul_peak_tflops": round(peak, 2),
-        "mfu_vs_measured_peak": round(achieved / peak, 3),
+        **extra, "step_seconds": round(step_seconds, 3), "samples_per_s": round(samples_per_s, 2),
+        "model_tflops": round(achieved_tflops, 3), "measured_matmul_peak_tflops": round(peak, 2),
+        "mfu_vs_measured_peak": round(achieved_tflops / peak, 3),
     }  # fmt: skip
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         for (gpu, kind), tflops in DATASHEET_TFLOPS.items():
             if gpu in name and kind == amp:
                 result["datasheet_peak_tflops"] = tflops
-                result["mfu_vs_datasheet"] = round(achieved / tflops, 3)
+                result["mfu_vs_datasheet"] = round(achieved_tflops / tflops, 3)
         result["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return result
 
@@ -175,12 +193,5 @@ def bench_teacher_logits(batch: int, seq_len: int, steps: int, amp: str) -> dict
         seconds = time.perf_counter() - t0
     tokens = int(lengths.sum())
     achieved = tokens * forward_flops_per_token(teacher, int(lengths.float().mean())) / seconds / 1e12
-    peak = measured_peak_tflops(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
-    return {
-        "stage": "logits", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "amp": amp, "batch": batch, "seq_len": seq_len, "steps": steps,
-        "features": n, "mean_length": round(tokens / n, 1),
-        "step_seconds": round(seconds / steps, 3), "samples_per_s": round(n / seconds, 2),
-        "model_tflops": round(achieved, 3), "measured_matmul_peak_tflops": round(peak, 2),
-        "mfu_vs_measured_peak": round(achieved / peak, 3),
-    }  # fmt: skip
+    return _record("logits", device, amp, batch, seq_len, steps, seconds / steps, n / seconds, achieved,
+                   features=n, mean_length=round(tokens / n, 1))  # fmt: skip
