@@ -30,7 +30,7 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
     model = QAModel.load(model_dir, d.precision)
     batch = parallel_batch()  # the thread layout of `distilqa predict` and of the server: the same answers
     t0 = time.perf_counter()
-    answers = model.answer(examples, w.window_config(), DecodeConfig(), batch,
+    answers = model.answer(examples, w, DecodeConfig(), batch,
                            progress=progress_bar("evaluate", "window"))  # fmt: skip
     seconds = time.perf_counter() - t0
     preds = {e.id: a.text for e, a in zip(examples, answers, strict=True)}
@@ -38,7 +38,7 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
     latencies = []
     for example in [examples[0], *examples[: g.latency_questions]]:  # the first call warms up
         t = time.perf_counter()
-        model.answer([example], w.window_config(), DecodeConfig())
+        model.answer([example], w, DecodeConfig())
         latencies.append((time.perf_counter() - t) * 1000)
     latencies = sorted(latencies[1:])
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]

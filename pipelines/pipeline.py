@@ -105,6 +105,8 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
                                          profile=profile.name), profile, "open tracking")  # fmt: skip
         tracking.set_caching_options(False)
         track = tracking.output
+        # what every training step needs to run its processes and find its checkpoints again after a retry
+        run = {"resources": p["resources"], "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         ingest = _cpu(ingest_op(data=p["data"]), profile, "ingest")
         train, dev = ingest.outputs["train"], ingest.outputs["dev"]
 
@@ -120,16 +122,16 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
                                      ("prediction", m.prediction_teacher, m.prediction_teacher_is_base_lm)):  # fmt: skip
             with dsl.If(base == True, name=f"{role}-teacher-is-base-lm"):  # noqa: E712 - a pipeline condition
                 tuned = _gpu(finetune_teacher_op(model=location, train=train, window=p["window"],
-                                                 params=p["teacher_finetune"], tracking=track), profile,
-                             f"finetune {role} teacher")  # fmt: skip
+                                                 params=p["teacher_finetune"], tracking=track, role=role, **run),
+                             profile, f"finetune {role} teacher")  # fmt: skip
             with dsl.Else():
                 pinned = _cpu(import_model_op(location=location), profile, f"import {role} teacher")
             teachers[role] = dsl.OneOf(tuned.outputs["Output"], pinned.outputs["Output"])
 
         # student backbone: S1 general distillation unless a ready backbone is given
         with dsl.If(m.student_backbone == "", name="run-general-distillation"):
-            s1 = _gpu(general_op(teacher=m.general_teacher, models=p["models"], general=p["general"], tracking=track),
-                      profile, "S1 general distillation")  # fmt: skip
+            s1 = _gpu(general_op(teacher=m.general_teacher, models=p["models"], general=p["general"], tracking=track,
+                                 **run), profile, "S1 general distillation")  # fmt: skip
         with dsl.Else():
             ready = _cpu(
                 prepare_student_op(backbone=m.student_backbone, models=p["models"]), profile, "student backbone"
@@ -137,13 +139,14 @@ def build_pipeline(profile: Profile, condition_on_gate: bool = True) -> Any:
         student = dsl.OneOf(s1.outputs["Output"], ready.outputs["Output"])
 
         s2a = _gpu(intermediate_op(teacher=teachers["intermediate"], student=student, train=merged.outputs["out"],
-                                   window=p["window"], params=p["intermediate"], tracking=track), profile,
+                                   window=p["window"], params=p["intermediate"], tracking=track, **run), profile,
                    "S2a intermediate distillation")  # fmt: skip
         logits = _gpu(teacher_logits_op(teacher=teachers["prediction"], student=student, train=train,
-                                        window=p["window"]), profile, "teacher logits")  # fmt: skip
+                                        window=p["window"], params=p["prediction"], tracking=track, **run), profile,
+                      "teacher logits")  # fmt: skip
         s2b = _gpu(prediction_op(teacher=teachers["prediction"], student=s2a.outputs["out"], train=train,
                                  logits=logits.outputs["out"], window=p["window"], params=p["prediction"],
-                                 tracking=track), profile, "S2b prediction distillation")  # fmt: skip
+                                 tracking=track, **run), profile, "S2b prediction distillation")  # fmt: skip
 
         ev = _cpu(evaluate_op(model=s2b.outputs["out"], dev=dev, window=p["window"], gate=p["gate"], deploy=p["deploy"]),
                   profile, "evaluate")  # fmt: skip

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from distilqa.distill.config import GeneralConfig, IntermediateConfig, PredictionConfig, TrainConfig
 from distilqa.errors import ConfigError
+from distilqa.settings import from_mapping
+from distilqa.windows import WindowConfig
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -25,41 +28,6 @@ def _positive(where: str, **values: float) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
             raise ConfigError(f"{where}.{name} must be a positive number, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Train:
-    """A training stage's hyperparameters (the trainer's TrainConfig, by the recipe's names)."""
-
-    epochs: int = 2
-    lr: float = 3e-5
-    batch_size: int = 32
-    per_device_batch_size: int = 8
-    warmup_ratio: float = 0.2
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    amp: str = "auto"
-    group_by_length: bool = True
-    checkpoint_every: int = 0
-
-    def check(self, where: str) -> None:
-        _positive(where, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                  per_device_batch_size=self.per_device_batch_size)  # fmt: skip
-        try:
-            self.train_config()
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-
-    def train_config(self) -> Any:
-        from distilqa.distill.trainer import TrainConfig
-
-        return TrainConfig(
-            epochs=self.epochs, learning_rate=self.lr, global_batch_size=self.batch_size,
-            per_device_batch_size=self.per_device_batch_size, warmup_ratio=self.warmup_ratio,
-            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm, seed=self.seed, amp=self.amp,
-            checkpoint_every=self.checkpoint_every, group_by_length=self.group_by_length,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,25 +82,6 @@ class Models:
 
 
 @dataclass(frozen=True)
-class Window:
-    max_seq_len: int = 384
-    doc_stride: int = 128
-    stride_mode: str = "step"
-    max_query_length: int = 64
-
-    def check(self, where: str) -> None:
-        try:
-            self.window_config()
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-
-    def window_config(self) -> Any:
-        from distilqa.windows import WindowConfig
-
-        return WindowConfig(self.max_seq_len, self.doc_stride, self.stride_mode, self.max_query_length)
-
-
-@dataclass(frozen=True)
 class Augment:
     shards: int = 4
     factor: int = 20
@@ -147,37 +96,6 @@ class Augment:
             raise ConfigError(f"{where}.replace_prob must be within [0, 1], got {self.replace_prob}")
         if self.shards > 256:
             raise ConfigError(f"{where}.shards must be at most 256, got {self.shards}")
-
-
-@dataclass(frozen=True)
-class Intermediate(Train):
-    attention_target: str = "scores"
-
-    def check(self, where: str) -> None:
-        super().check(where)
-        if self.attention_target not in ("scores", "probabilities", "none"):
-            raise ConfigError(f"{where}.attention_target must be scores, probabilities or none")
-
-
-@dataclass(frozen=True)
-class General(Intermediate):
-    """S1 takes the S2a loss options plus its corpus and sequence length."""
-
-    corpus: str = ""
-    max_seq_len: int = 384
-    max_sequences: int = 0  # 0 = the whole corpus
-
-
-@dataclass(frozen=True)
-class Prediction(Train):
-    temperature: float = 1.5
-    distillation_weight: float = 0.75
-
-    def check(self, where: str) -> None:
-        super().check(where)
-        _positive(where, temperature=self.temperature)
-        if not 0.0 <= self.distillation_weight <= 1.0:
-            raise ConfigError(f"{where}.distillation_weight must be within [0, 1], got {self.distillation_weight}")
 
 
 @dataclass(frozen=True)
@@ -244,12 +162,19 @@ class Resources:
     memory_request: str = "60Gi"
     shm_size: str = "16Gi"
     retries: int = 2
+    # processes per training step (torchrun --nproc-per-node): 0 = one per GPU of the step, 1 without GPUs
+    nproc_per_node: int = 0
+    # durable checkpoints: each run's training steps write under <root>/<KFP run id>/<step>, so a retried
+    # pod resumes; "" = inside the step's output (lost with the pod)
+    checkpoint_root: str = ""
     s3_secret: str = "distilqa-s3"
     mlflow_secret: str = "distilqa-mlflow"
 
     def check(self, where: str) -> None:
-        if self.gpus < 0 or self.retries < 0:
-            raise ConfigError(f"{where}.gpus and {where}.retries must be >= 0")
+        if self.gpus < 0 or self.retries < 0 or self.nproc_per_node < 0:
+            raise ConfigError(f"{where}.gpus, {where}.retries and {where}.nproc_per_node must be >= 0")
+        if self.gpus and self.nproc_per_node > self.gpus:
+            raise ConfigError(f"{where}.nproc_per_node ({self.nproc_per_node}) exceeds the step's {self.gpus} GPUs")
         if self.gpu_node_selector and "=" not in self.gpu_node_selector:
             raise ConfigError(f"{where}.gpu_node_selector must be label=value, got {self.gpu_node_selector!r}")
         if "/" in self.accelerator and self.accelerator.upper().startswith("NVIDIA_"):
@@ -262,12 +187,14 @@ class Profile:
     description: str = ""
     data: Data = field(default_factory=Data)
     models: Models = field(default_factory=Models)
-    window: Window = field(default_factory=Window)
+    window: WindowConfig = field(default_factory=WindowConfig)
     augment: Augment = field(default_factory=Augment)
-    teacher_finetune: Train = field(default_factory=Train)
-    general: General = field(default_factory=General)
-    intermediate: Intermediate = field(default_factory=Intermediate)
-    prediction: Prediction = field(default_factory=Prediction)
+    # the training stages' sections are the library's settings classes: the same names, defaults and
+    # checks as `distilqa finetune` / `distill` flags and the job files the steps run
+    teacher_finetune: TrainConfig = field(default_factory=TrainConfig)
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    intermediate: IntermediateConfig = field(default_factory=IntermediateConfig)
+    prediction: PredictionConfig = field(default_factory=PredictionConfig)
     gate: Gate = field(default_factory=Gate)
     registry: Registry = field(default_factory=Registry)
     deploy: Deploy = field(default_factory=Deploy)
@@ -283,54 +210,11 @@ _TYPES = {f.name: type(f.default_factory()) for f in fields(Profile) if f.name n
 
 def build_section(name: str, values: dict[str, Any]) -> Any:
     """A typed, checked section from plain values (the YAML, or a pipeline parameter in a component)."""
-    cls = _TYPES[name]
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key {name}.{unknown[0]} (known: {', '.join(sorted(known))})")
-    coerced = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        coerced[key] = _coerce(f"{name}.{key}", value, type(default))
-    section = cls(**coerced)
-    section.check(name)
+    section = from_mapping(_TYPES[name], values, name)
+    check = getattr(section, "check", None)
+    if check is not None:
+        check(name)
     return section
-
-
-def _coerce(where: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if value in ("true", "false"):  # KFP passes booleans inside dict parameters as strings
-            return value == "true"
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if kind in (int, float):
-        value = _number_from_text(value)
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():  # JSON numbers through KFP come back as floats
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _number_from_text(value: Any) -> Any:
-    """Dict parameters built from pipeline channels arrive with their numbers as strings."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -34,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistilqaError as exc:
         print(f"distilqa {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from distilqa.distill.launch import LaunchFailed
+
+        if not isinstance(exc, LaunchFailed):
+            raise
+        print(f"distilqa {args.command}: {exc}", file=sys.stderr)
+        return exc.exitcode
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -51,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_finetune(sub)
     _add_distill(sub)
+    _add_train(sub)
     _add_make_student(sub)
     _add_pipeline(sub)
     _add_augment(sub)
@@ -172,9 +180,13 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_workers_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None,
-                   help="forward passes at once, each on its share of the cores (default 2). `predict` and `serve` "
-                   "split the cores alike, so that they answer alike: bf16 results depend on the thread count")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="forward passes at once, each on its share of the cores (default 2). `predict` and `serve` "
+        "split the cores alike, so that they answer alike: bf16 results depend on the thread count",
+    )
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -277,8 +289,11 @@ def _run_predict_client(args: argparse.Namespace) -> int:
         raise ConfigError("--url asks a server: do not also give MODEL or DATA")
     if not args.question or not args.context:
         raise ConfigError("--url needs --question and --context")
-    parameters = {"null_score_diff_threshold": args.null_score_diff_threshold, "max_answer_length": args.max_answer_length,
-                  "top_k": args.top_k}  # fmt: skip
+    parameters = {
+        "null_score_diff_threshold": args.null_score_diff_threshold,
+        "max_answer_length": args.max_answer_length,
+        "top_k": args.top_k,
+    }
     result = ask(args.url, [{"question": args.question, "context": args.context}], args.model_name, parameters)
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
@@ -299,8 +314,12 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--name", default="distilqa", help="model name in the URLs (default distilqa)")
     _add_window_args(p)
     _add_decode_args(p)
-    p.add_argument("--max-batch-size", type=int, default=8,
-                   help="questions per micro-batch (default 8: leaves questions for the other workers)")  # fmt: skip
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="questions per micro-batch (default 8: leaves questions for the other workers)",
+    )
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for company (default 5)")
     p.add_argument("--windows-per-forward", type=int, default=32)
     _add_workers_arg(p)
@@ -350,49 +369,55 @@ def _run_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ finetune
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate (default 3e-5)")
-    p.add_argument("--batch-size", type=int, default=32, help="global batch, reached by accumulation (default 32)")
-    p.add_argument("--per-device-batch-size", type=int, default=8)
-    p.add_argument("--warmup-ratio", type=float, default=0.2)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--amp", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-        help="mixed precision: auto = fp16 on V100, bf16 on newer GPUs, fp32 on CPU; bf16 also works on CPU",
-    )  # fmt: skip
-    p.add_argument("--checkpoint-every", type=int, default=0, help="optimizer steps between checkpoints (0: none)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument(
-        "--group-by-length", action="store_true", help="batch examples of similar length (less padding, faster)"
-    )
+def _add_train_args(
+    p: argparse.ArgumentParser, settings: tuple[type, ...], exclude: frozenset[str] = frozenset()
+) -> None:
+    """The stage's settings as flags (from the classes in distilqa.distill.config), plus where it runs."""
+    from distilqa.settings import add_arguments
+
+    group = p.add_argument_group("training settings")
+    seen: set[str] = set()
+    for cls in settings:
+        add_arguments(group, cls, exclude=exclude, seen=seen)
+    p.add_argument("--checkpoint-dir", default="", help="checkpoints: a directory or s3:// prefix (default: OUTPUT)")
+    _add_launch_args(p)
 
 
-def _train_config(args: argparse.Namespace) -> Any:
-    from distilqa.distill.trainer import TrainConfig
+def _add_launch_args(p: argparse.ArgumentParser) -> None:
+    from distilqa.distill.launch import LaunchConfig
+    from distilqa.settings import add_arguments
 
-    return TrainConfig(
-        epochs=args.epochs, learning_rate=args.lr, global_batch_size=args.batch_size,
-        per_device_batch_size=args.per_device_batch_size, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, amp=args.amp,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every, group_by_length=args.group_by_length,
-    )  # fmt: skip
+    add_arguments(p.add_argument_group("processes (torchrun: 1 or N per node, 1 or M nodes)"), LaunchConfig)
+
+
+def _launch_config(args: argparse.Namespace) -> Any:
+    from distilqa.distill.launch import LaunchConfig
+    from distilqa.settings import from_namespace
+
+    return from_namespace(LaunchConfig, args)
+
+
+def _window_config(args: argparse.Namespace) -> Any:
+    from distilqa.windows import WindowConfig
+
+    return WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
 
 
 def _add_finetune(sub: Any) -> None:
+    from distilqa.distill.config import TrainConfig
+
     p = sub.add_parser(
         "finetune",
         help="extractive-QA fine-tuning (teachers that are base LMs; the no-distillation baseline)",
         description="Fine-tune a model directory (or s3:// prefix) on a SQuAD file. Resumes from the newest "
-        "checkpoint in OUTPUT. Under `torchrun --nproc_per_node N -m distilqa.cli finetune ...` it trains with DDP.",
+        "checkpoint in --checkpoint-dir (default OUTPUT). --nproc-per-node N trains with DDP on N processes "
+        "(`distilqa train` runs the same job from a file).",
     )
     p.add_argument("model")
     p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://)")
     p.add_argument("-o", "--output", required=True, help="output model directory")
     _add_window_args(p)
-    _add_train_args(p)
+    _add_train_args(p, (TrainConfig,))
     p.set_defaults(handler=_run_finetune)
 
 
@@ -405,23 +430,44 @@ def _wall(result: dict[str, Any]) -> str:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from distilqa.windows import WindowConfig
+    from distilqa.distill.config import StageJob, TrainConfig
+    from distilqa.settings import from_namespace
 
-    window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
-    config = _train_config(args)
-    from distilqa.distill.finetune import finetune
-
-    record = finetune(args.model, args.train_data, args.output, config, window)
-    result = record["result"]
-    print(
-        f"finetune: {result['steps']} steps ({result['steps_this_run']} this run), "
-        f"{result['samples_per_s']} samples/s, {_wall(result)} -> {args.output}",
-        file=sys.stderr,
+    job = StageJob(
+        "finetune",
+        args.train_data,
+        args.output,
+        from_namespace(TrainConfig, args),
+        _window_config(args),
+        model=args.model,
+        checkpoint_dir=args.checkpoint_dir,
     )
+    _report(_launch(job, args))
     return 0
 
 
+def _launch(job: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from distilqa.distill.launch import launch
+
+    return launch(job, _launch_config(args))
+
+
+def _report(record: dict[str, Any]) -> None:
+    """One line per finished stage (every rank's work ends in rank 0's record)."""
+    result = record["result"]
+    detail = f"teacher logits {record['teacher_logits']}, " if "teacher_logits" in record else ""
+    print(
+        f"{record['stage']}: {detail}{result['steps']} steps ({result['steps_this_run']} this run) on "
+        f"{result['world_size']} process(es) at {result['precision']}, loss {result['first_step_loss']:.4g} -> "
+        f"{result['last_step_loss']:.4g}, {result['samples_per_s']} samples/s, {_wall(result)} -> "
+        f"{record.get('output_dir', '')}".rstrip(" ->"),
+        file=sys.stderr,
+    )
+
+
 def _add_distill(sub: Any) -> None:
+    from distilqa.distill.config import GeneralConfig, PredictionConfig
+
     p = sub.add_parser(
         "distill",
         help="distillation stages: general (S1, text), intermediate (S2a, TinyBERT), prediction (S2b, cached logits)",
@@ -429,81 +475,97 @@ def _add_distill(sub: Any) -> None:
         "its hidden states and attention scores on plain text (one document per line; a .txt/.txt.gz file, a "
         "directory of shards, or s3://). Stage intermediate (S2a): the same loss on SQuAD features, teacher run "
         "online, projections when widths differ. Stage prediction (S2b): loss = mean[w*T^2*(KL_start+KL_end) + "
-        "(1-w)*(CE_start+CE_end)/2], teacher logits computed once on the student's token ids and cached.",
+        "(1-w)*(CE_start+CE_end)/2], teacher logits computed once on the student's token ids and cached. "
+        "Stage teacher_logits fills that cache alone (every process its share).",
     )
-    p.add_argument("--stage", choices=("general", "intermediate", "prediction"), required=True)
+    p.add_argument("--stage", choices=("general", "intermediate", "teacher_logits", "prediction"), required=True)
     p.add_argument("--teacher", required=True, help="teacher model (directory, s3:// prefix or hub id)")
-    p.add_argument("--student", help="intermediate/prediction: the student QA model to train")
+    p.add_argument("--student", help="intermediate/prediction/teacher_logits: the student QA model")
     p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://); general: the text corpus")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--temperature", type=float, default=1.5)
-    p.add_argument("--distillation-weight", type=float, default=0.75)
     p.add_argument(
         "--logits-cache", help="prediction: teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)"
     )
-    p.add_argument(
-        "--attention-target", choices=("scores", "probabilities", "none"), default="scores",
-        help="general/intermediate: pre-softmax scores (the paper, default), probabilities (Haystack), or none "
-        "(hidden states only: teachers with another head count)",
-    )  # fmt: skip
-    p.add_argument("--hidden-padding", action="store_true", help="include padded positions in the hidden-state MSE")
     g = p.add_argument_group("general (S1) student")
     g.add_argument("--student-layers", type=int, default=6)
     g.add_argument("--student-init", choices=("teacher-layers", "random"), default="teacher-layers")
     g.add_argument("--student-hidden-size", type=int, help="random init only (default: the teacher's)")
     g.add_argument("--student-intermediate-size", type=int, help="random init only")
     g.add_argument("--student-heads", type=int, help="random init only")
-    g.add_argument("--max-sequences", type=int, help="general: stop packing the corpus after N sequences")
     _add_window_args(p)
-    _add_train_args(p)
+    # general's sequence length is the window's --max-seq-len; its corpus is TRAIN_DATA
+    _add_train_args(p, (GeneralConfig, PredictionConfig), exclude=frozenset({"corpus", "max_seq_len"}))
     p.set_defaults(handler=_run_distill)
 
 
 def _run_distill(args: argparse.Namespace) -> int:
+    from distilqa.distill.config import STAGE_SETTINGS, StageJob
+    from distilqa.distill.student import StudentSpec
     from distilqa.errors import ConfigError
-    from distilqa.windows import WindowConfig
+    from distilqa.settings import from_namespace
 
-    config = _train_config(args)
     if args.stage != "general" and not args.student:
         raise ConfigError(f"--stage {args.stage} needs --student (the model to train)")
+    extra: dict[str, Any] = {}
     if args.stage == "general":
-        from distilqa.distill.general import distill_general
-        from distilqa.distill.student import StudentSpec
-
-        if args.max_sequences is not None and args.max_sequences < 1:
-            raise ConfigError(f"--max-sequences must be positive, got {args.max_sequences}")
+        extra["corpus"] = args.train_data
+        extra["max_seq_len"] = args.max_seq_len
+    settings = from_namespace(STAGE_SETTINGS[args.stage], args, **extra)
+    spec = None
+    if args.stage == "general":
         spec = StudentSpec(
-            args.student_layers, args.student_init, args.student_hidden_size,
-            args.student_intermediate_size, args.student_heads,
-        )  # fmt: skip
-        record = distill_general(
-            args.teacher, args.train_data, args.output, config, spec, args.max_seq_len,
-            args.attention_target, not args.hidden_padding, args.max_sequences,
-        )  # fmt: skip
-    elif args.stage == "intermediate":
-        from distilqa.distill.intermediate import distill_intermediate
-
-        window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
-        record = distill_intermediate(
-            args.teacher, args.student, args.train_data, args.output, config, window,
-            attention_target=args.attention_target, mask_hidden_padding=not args.hidden_padding,
-        )  # fmt: skip
-    else:
-        from distilqa.distill.prediction import distill_prediction
-
-        window = WindowConfig(args.max_seq_len, args.doc_stride, args.stride_mode, args.max_query_length)
-        record = distill_prediction(
-            args.teacher, args.student, args.train_data, args.output, config, window,
-            args.temperature, args.distillation_weight, args.logits_cache,
-        )  # fmt: skip
-    result = record["result"]
-    detail = f"teacher logits {record['teacher_logits']}, " if "teacher_logits" in record else ""
-    print(
-        f"distill ({args.stage}): {detail}{result['steps']} steps, loss {result['first_step_loss']:.4g} -> "
-        f"{result['last_step_loss']:.4g}, "
-        f"{result['samples_per_s']} samples/s, {_wall(result)} -> {args.output}",
-        file=sys.stderr,
+            args.student_layers,
+            args.student_init,
+            args.student_hidden_size,
+            args.student_intermediate_size,
+            args.student_heads,
+        )
+    if args.stage == "teacher_logits" and not args.logits_cache:
+        raise ConfigError("--stage teacher_logits needs --logits-cache (the directory S2b will read)")
+    job = StageJob(
+        args.stage,
+        args.train_data,
+        args.output,
+        settings,
+        _window_config(args),
+        teacher=args.teacher,
+        student=args.student or "",
+        student_spec=spec,
+        logits_cache=args.logits_cache or "",
+        checkpoint_dir=args.checkpoint_dir,
     )
+    record = _launch(job, args)
+    if args.stage == "teacher_logits":
+        state = "from the cache" if record["cached"] else "computed"
+        print(f"teacher_logits: {record['features']} features {state} -> {args.logits_cache}", file=sys.stderr)
+    else:
+        _report({**record, "output_dir": args.output})
+    return 0
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run one training stage from a job file, on 1 or N processes (the pipeline's training steps do this)",
+        description="JOB.yaml holds a stage's every setting (stage, data, models, window, train, checkpoint_dir, "
+        "tracking); every training step of the pipeline writes one and runs it so. The same file runs under "
+        "`torchrun --nproc-per-node N -m distilqa.train JOB.yaml`. A job.yaml is saved beside every trained model "
+        "and in every checkpoint.",
+    )
+    p.add_argument("job", metavar="JOB.yaml", help="the job file (local or s3://)")
+    _add_launch_args(p)
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from distilqa.distill.config import StageJob
+
+    job = StageJob.read(args.job)
+    record = _launch(job, args)
+    if job.stage == "teacher_logits":
+        print(f"teacher_logits: {record['features']} features -> {job.logits_cache}", file=sys.stderr)
+    else:
+        _report({**record, "output_dir": job.output_dir})
     return 0
 
 
@@ -538,8 +600,10 @@ def _run_make_student(args: argparse.Namespace) -> int:
     student.save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
     params = sum(p.numel() for p in student.parameters())
-    print(f"make-student: {spec.layers} layers ({spec.init}), {params / 1e6:.1f}M parameters -> {args.output}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"make-student: {spec.layers} layers ({spec.init}), {params / 1e6:.1f}M parameters -> {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -548,17 +612,24 @@ def _run_make_student(args: argparse.Namespace) -> int:
 
 def _add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True, help="smoke, cpu, production, or a profile YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a profile value, e.g. --set prediction.lr=5e-5 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a profile value, e.g. --set prediction.lr=5e-5 (repeatable)",
+    )
 
 
 def _add_pipeline(sub: Any) -> None:
     p = sub.add_parser(
-        "run", help="run the whole pipeline on this machine (kfp.local) and write D/summary.json",
+        "run",
+        help="run the whole pipeline on this machine (kfp.local) and write D/summary.json",
         description="ingest -> augment -> [finetune teachers] -> S1 -> S2a -> teacher logits -> S2b -> evaluate "
         "-> gate -> register (MLflow) -> deploy (local predictor, probe, champion). Tracking defaults to a SQLite "
         "file in the output directory unless MLFLOW_TRACKING_URI is set.",
-    )  # fmt: skip
+    )
     _add_profile_args(p)
     p.add_argument("--output-dir", default="runs/latest", help="where artifacts and summary.json go")
     p.add_argument("--serve", action="store_true", help="afterwards, keep the champion served on loopback")
@@ -575,8 +646,10 @@ def _add_pipeline(sub: Any) -> None:
     s.add_argument("--run-name")
     s.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 if it failed")
     s.set_defaults(handler=_run_submit)
-    for name, helptext in (("promote", "make a registered version the champion"),
-                           ("rollback", "give the champion alias back to the previous champion")):  # fmt: skip
+    for name, helptext in (
+        ("promote", "make a registered version the champion"),
+        ("rollback", "give the champion alias back to the previous champion"),
+    ):
         r = sub.add_parser(name, help=helptext)
         r.add_argument("--model-name", default="tinyroberta-squad2")
         if name == "promote":
@@ -606,10 +679,25 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         import os
 
         env = {**os.environ, "MLFLOW_TRACKING_URI": summary["tracking_uri"]}
-        proc = subprocess.Popen([sys.executable, "-m", "distilqa.cli", "serve",
-                                 f"models:/{summary['registered_model']}@champion", "--port", str(args.port),
-                                 "--precision", profile.deploy.precision, "--name", summary["registered_model"]],
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)  # noqa: SIM115  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distilqa.cli",
+                "serve",
+                f"models:/{summary['registered_model']}@champion",
+                "--port",
+                str(args.port),
+                "--precision",
+                profile.deploy.precision,
+                "--name",
+                summary["registered_model"],
+            ],
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )  # noqa: SIM115
         (Path(args.output_dir) / "serve.pid").write_text(str(proc.pid))
         url = f"http://127.0.0.1:{args.port}"
         from distilqa.serving.process import wait_ready
@@ -617,10 +705,13 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         if not wait_ready(proc, url, timeout=120):
             print(f"distilqa run: the champion's server did not become ready; see {log}", file=sys.stderr)
             return 1
-        print(f"serving the champion at {url} (log {log}; stop: kill $(cat {Path(args.output_dir) / 'serve.pid'}))\n"
-              f"  ask it: .venv/bin/distilqa predict --url {url} --model-name {summary['registered_model']} "
-              f"--question 'Which NFL team won Super Bowl 50?' --context 'The Denver Broncos defeated the "
-              f"Carolina Panthers to win Super Bowl 50.'", file=sys.stderr)  # fmt: skip
+        print(
+            f"serving the champion at {url} (log {log}; stop: kill $(cat {Path(args.output_dir) / 'serve.pid'}))\n"
+            f"  ask it: .venv/bin/distilqa predict --url {url} --model-name {summary['registered_model']} "
+            f"--question 'Which NFL team won Super Bowl 50?' --context 'The Denver Broncos defeated the "
+            f"Carolina Panthers to win Super Bowl 50.'",
+            file=sys.stderr,
+        )
     return 0 if summary["gate"]["passed"] else 1
 
 
@@ -650,8 +741,9 @@ def _run_submit(args: argparse.Namespace) -> int:
         compile_pipeline(profile, package)
         try:
             client = kfp.Client(host=args.host)
-            run = client.create_run_from_pipeline_package(package, arguments={}, run_name=args.run_name,
-                                                          experiment_name=args.experiment)  # fmt: skip
+            run = client.create_run_from_pipeline_package(
+                package, arguments={}, run_name=args.run_name, experiment_name=args.experiment
+            )
         except Exception as exc:  # the KFP client raises many kinds; the user needs one line
             raise DistilqaError(
                 f"{args.host}: cannot submit: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -805,8 +897,13 @@ def _add_bench(sub: Any) -> None:
         "recipe's shapes (student 6 x 768, teacher 12 x 768), full 384-token windows. MFU = model FLOPs/s over "
         "the measured matmul peak of this machine (and the datasheet peak on a known GPU).",
     )
-    bt.add_argument("--stages", nargs="+", default=["s2a", "s2b", "logits"], choices=["s2a", "s2b", "logits"],
-                    help="logits: filling S2b's teacher-logit cache (12 x 768 teacher forward, features/s)")  # fmt: skip
+    bt.add_argument(
+        "--stages",
+        nargs="+",
+        default=["s2a", "s2b", "logits"],
+        choices=["s2a", "s2b", "logits"],
+        help="logits: filling S2b's teacher-logit cache (12 x 768 teacher forward, features/s)",
+    )
     bt.add_argument("--amp", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     bt.add_argument("--batch-size", type=int, default=8, help="per-device batch (default 8)")
     bt.add_argument("--seq-len", type=int, default=384)
@@ -893,9 +990,12 @@ def _run_bench_train(args: argparse.Namespace) -> int:
             r = bench(args.batch_size, args.seq_len, args.steps, amp)
             results.append(r)
             unit = "features" if stage == "logits" else "samples"
-            print(f"{stage} {amp}: {r['samples_per_s']} {unit}/s ({r['step_seconds']} s/step of {r['batch']}), "
-                  f"{r['model_tflops']} TFLOP/s, MFU {r['mfu_vs_measured_peak']:.1%} of the measured "
-                  f"{r['measured_matmul_peak_tflops']} TFLOP/s matmul peak", file=sys.stderr)  # fmt: skip
+            print(
+                f"{stage} {amp}: {r['samples_per_s']} {unit}/s ({r['step_seconds']} s/step of {r['batch']}), "
+                f"{r['model_tflops']} TFLOP/s, MFU {r['mfu_vs_measured_peak']:.1%} of the measured "
+                f"{r['measured_matmul_peak_tflops']} TFLOP/s matmul peak",
+                file=sys.stderr,
+            )
     if args.output:
         from pathlib import Path
 
@@ -923,14 +1023,27 @@ def _run_bench_cost(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile, args.overrides)
     rows = estimate(profile, args.pool, mfu, args.s1_sequences, args.price)
     gpu, gpus, tflops, price = POOLS[args.pool]
-    print(f"profile {profile.name} on {args.pool} ({gpus} x {gpu}, {tflops:g} TFLOP/s each), MFU {mfu:.0%} {source}, "
-          f"${args.price if args.price is not None else price:.2f}/node-hour\n")  # fmt: skip
+    print(
+        f"profile {profile.name} on {args.pool} ({gpus} x {gpu}, {tflops:g} TFLOP/s each), MFU {mfu:.0%} {source}, "
+        f"${args.price if args.price is not None else price:.2f}/node-hour\n"
+    )
     print(table(rows))
     if args.output:
         from pathlib import Path
 
-        Path(args.output).write_text(json.dumps({"profile": profile.name, "pool": args.pool, "mfu": mfu, "mfu_source": source,
-                                                 "stages": [r.row() for r in rows]}, indent=1) + "\n")  # fmt: skip
+        Path(args.output).write_text(
+            json.dumps(
+                {
+                    "profile": profile.name,
+                    "pool": args.pool,
+                    "mfu": mfu,
+                    "mfu_source": source,
+                    "stages": [r.row() for r in rows],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 
@@ -953,12 +1066,21 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     from distilqa.bench.serve_speed import run_serve_benchmark
 
     return run_serve_benchmark(
-        args.model, args.questions, args.concurrency, args.precision, args.pipeline_python, args.soak_seconds,
-        args.work_dir, args.output,
-        [f"--{flag.replace('_', '-')}={getattr(args, flag)}"
-         for flag in ("max_batch_size", "max_wait_ms", "windows_per_forward", "workers") if getattr(args, flag) is not None],
+        args.model,
+        args.questions,
+        args.concurrency,
+        args.precision,
+        args.pipeline_python,
+        args.soak_seconds,
+        args.work_dir,
+        args.output,
+        [
+            f"--{flag.replace('_', '-')}={getattr(args, flag)}"
+            for flag in ("max_batch_size", "max_wait_ms", "windows_per_forward", "workers")
+            if getattr(args, flag) is not None
+        ],
         workers=args.workers,
-    )  # fmt: skip
+    )
 
 
 def _run_bench_augment(args: argparse.Namespace) -> int:

@@ -55,7 +55,8 @@ def parallel_batch(workers: int = DEFAULT_WORKERS, **options: Any) -> BatchConfi
     return batch
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (from /proc/cpuinfo; empty where it cannot be read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -65,22 +66,24 @@ def _cpu_flags() -> set[str]:
 
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run at several times the fp32 rate."""
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    from distilqa.distill.precision import NATIVE_BF16_CPU_FLAGS
+
+    return bool(cpu_flags() & NATIVE_BF16_CPU_FLAGS)
 
 
 def cpu_has_amx_bf16() -> bool:
     """AMX tiles: oneDNN's bf16 GEMMs outrun fbgemm's int8 ones, which use VNNI, not AMX."""
-    return "amx_bf16" in _cpu_flags()
+    return "amx_bf16" in cpu_flags()
 
 
 def cpu_has_int8_dot() -> bool:
     """VNNI (AVX-512 or AVX): fbgemm's int8 GEMM multiplies and accumulates in one instruction."""
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def cpu_has_avx2() -> bool:
     """fbgemm's int8 GEMMs need AVX2 at least; without VNNI they still beat fp32 (see resolve_precision)."""
-    return "avx2" in _cpu_flags()
+    return "avx2" in cpu_flags()
 
 
 def resolve_precision(precision: str) -> str:

@@ -9,13 +9,16 @@ from typing import Any
 ProgressFactory = Callable[[int], Any]
 
 
-def progress_bar(description: str, unit: str = "it") -> ProgressFactory:
-    """A factory: given a total, it returns a tqdm bar with .update(n) and .close()."""
+def progress_bar(description: str, unit: str = "it", shown: bool = True) -> ProgressFactory:
+    """A factory: given a total, it returns a tqdm bar with .update(n) and .close().
+
+    `shown=False` gives a silent bar (ranks other than 0 of a multi-process stage)."""
 
     def factory(total: int) -> Any:
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        options = {"file": sys.stderr, "dynamic_ncols": True, "mininterval": 0.5, "disable": not shown}
+        return tqdm(total=total, desc=description, unit=unit, **options)
 
     return factory
 

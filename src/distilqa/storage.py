@@ -91,6 +91,44 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
         raise DataError(f"{uri}: cannot write: {exc.strerror or exc}") from None
 
 
+def list_files(uri: str | os.PathLike[str]) -> list[str]:
+    """Relative names of the files under a local directory or an s3:// prefix (empty if none)."""
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        bucket, prefix = split_s3_uri(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        names = []
+        try:
+            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise DataError(f"{uri}: cannot list: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise DataError(f"{uri}: cannot list: {exc}") from None
+        return sorted(n for n in names if n and not n.endswith("/"))
+    root = Path(uri)
+    if not root.is_dir():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def remove_tree(uri: str | os.PathLike[str]) -> None:
+    """Delete a local directory or every object under an s3:// prefix (nothing there: nothing to do)."""
+    uri = os.fspath(uri)
+    if not uri.startswith("s3://"):
+        import shutil
+
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    for name in list_files(uri):
+        client.delete_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{name}")
+
+
 def cache_dir() -> Path:
     """Where remote models are unpacked: $DISTILQA_CACHE, else ~/.cache/distilqa."""
     return Path(os.environ.get("DISTILQA_CACHE") or Path.home() / ".cache" / "distilqa")

@@ -8,8 +8,13 @@ import math
 import pytest
 import torch
 
-from distilqa.distill import IntermediateDistiller, LayerMap, attention_mse, prediction_layer_loss
-from distilqa.distill.losses import check_same_tokenizer
+from distilqa.distill.losses import (
+    IntermediateDistiller,
+    LayerMap,
+    attention_mse,
+    check_same_tokenizer,
+    prediction_layer_loss,
+)
 from distilqa.errors import ConfigError
 
 

@@ -147,7 +147,7 @@ def test_reduced_precision_paths(tiny_roberta_dir, dev_slice_file, precision):
 def test_auto_precision_follows_the_cpu(monkeypatch, flags, expected):
     from distilqa import inference
 
-    monkeypatch.setattr(inference, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(inference, "cpu_flags", lambda: flags)
     assert inference.resolve_precision("auto") == expected
     assert inference.resolve_precision("fp32") == "fp32"  # an explicit choice is kept
 

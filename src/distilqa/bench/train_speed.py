@@ -171,9 +171,10 @@ def bench_teacher_logits(batch: int, seq_len: int, steps: int, amp: str) -> dict
 
     import torch
 
-    from distilqa.distill.teacher_logits import cached_teacher_logits, logits_device
+    from distilqa.distill.distributed import current
+    from distilqa.distill.teacher_logits import cached_teacher_logits
 
-    device = logits_device()
+    device = current().device
     teacher = _model(Shape(12), 2)
     n = batch * steps
     g = torch.Generator().manual_seed(0)

@@ -1,15 +1,6 @@
-"""Distillation: the TinyBERT intermediate loss and the prediction-layer loss of the seed recipe.
+"""Distillation: settings (`config`), the shared trainer, the stages (finetune, S1, S2a, teacher
+logits, S2b), their losses, and the entry every process runs (`distilqa.train`).
 
-Stages, trainer and CLI arrive with the distillation issue; the losses are here first because
-every stage is defined by them.
+Nothing is imported here, so reading a stage's settings (the CLI builds its flags from them) does
+not load torch.
 """
-
-from distilqa.distill.losses import (
-    IntermediateDistiller,
-    LayerMap,
-    attention_mse,
-    hidden_mse,
-    prediction_layer_loss,
-)
-
-__all__ = ["IntermediateDistiller", "LayerMap", "attention_mse", "hidden_mse", "prediction_layer_loss"]

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distilqa.distill.config import StageJob
 from distilqa.distill.stage import stage_record, train_and_save
-from distilqa.distill.trainer import TrainConfig, Trainer
+from distilqa.distill.trainer import Trainer
 from distilqa.model_io import load_pretrained
 from distilqa.squad import SquadDataset, load_squad
 from distilqa.windows import WindowConfig, Windower
@@ -65,15 +66,10 @@ def qa_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"loss": (start + end) / 2, "ce_start": start.detach(), "ce_end": end.detach()}
 
 
-def finetune(
-    model_location: str, train_data: str, output_dir: str, config: TrainConfig, window: WindowConfig
-) -> dict[str, Any]:
-    tokenizer, model = load_pretrained(model_location, "AutoModelForQuestionAnswering")
-    dataset = load_squad(train_data)
-    data = qa_tensors(dataset, tokenizer, window)
-    record = stage_record(
-        "finetune", train_data, window, config,
-        model=model_location, questions=dataset.num_questions, features=len(data["input_ids"]),
-    )  # fmt: skip
-    trainer = Trainer(model, data, qa_loss, config, output_dir, record=record)
-    return train_and_save(trainer, model, tokenizer, output_dir, record)
+def finetune(job: StageJob) -> dict[str, Any]:
+    tokenizer, model = load_pretrained(job.model, "AutoModelForQuestionAnswering")
+    dataset = load_squad(job.train_data)
+    data = qa_tensors(dataset, tokenizer, job.window)
+    record = stage_record(job, model=job.model, questions=dataset.num_questions, features=len(data["input_ids"]))
+    trainer = Trainer(model, data, qa_loss, job.train, job.output_dir, record=record, job=job.to_dict())
+    return train_and_save(trainer, model, tokenizer, job, record)

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distilqa.distill.intermediate import AttentionTarget, intermediate_loss_fn, prepare_pair
+from distilqa.distill.config import GeneralConfig, StageJob
+from distilqa.distill.intermediate import intermediate_loss_fn, prepare_pair
 from distilqa.distill.stage import stage_record, train_and_save
-from distilqa.distill.student import StudentSpec, build_student
-from distilqa.distill.trainer import TrainConfig, Trainer
+from distilqa.distill.student import build_student
+from distilqa.distill.trainer import Trainer
 from distilqa.errors import ConfigError, DataError
 from distilqa.model_io import load_pretrained
 from distilqa.progress import progress_iter
@@ -122,26 +123,29 @@ def pack_corpus(
     return data
 
 
-def distill_general(
-    teacher_location: str,
-    corpus: str,
-    output_dir: str,
-    config: TrainConfig,
-    student: StudentSpec,
-    max_seq_len: int = 384,
-    attention_target: AttentionTarget = "scores",
-    mask_hidden_padding: bool = True,
-    max_sequences: int | None = None,
-) -> dict[str, Any]:
-    files = corpus_files(corpus)  # a wrong corpus path fails before any model is loaded
-    tokenizer, teacher = load_pretrained(teacher_location, "AutoModel")
-    student_model = build_student(teacher, student, seed=config.seed).train()
-    distiller, facts = prepare_pair(student_model, teacher, tokenizer, tokenizer, attention_target, mask_hidden_padding)
-    data = pack_corpus(read_documents(files), tokenizer, max_seq_len, max_sequences)
+def distill_general(job: StageJob) -> dict[str, Any]:
+    settings: GeneralConfig = job.train  # type: ignore[assignment]
+    files = corpus_files(job.train_data)  # a wrong corpus path fails before any model is loaded
+    tokenizer, teacher = load_pretrained(job.teacher, "AutoModel")
+    teacher.pooler = None  # not in the loss: computing it would only leave DDP waiting for its gradients
+    assert job.student_spec is not None
+    student_model = build_student(teacher, job.student_spec, seed=settings.seed).train()
+    distiller, facts = prepare_pair(
+        student_model, teacher, tokenizer, tokenizer, settings.attention_target, not settings.hidden_padding
+    )
+    data = pack_corpus(read_documents(files), tokenizer, settings.max_seq_len, settings.max_sequences or None)
     record = stage_record(
-        "general", corpus, None, config, train_data_checksum=corpus_checksum(files), teacher=teacher_location, student_init=student.init,
-        student_layers=student.layers, sequences=len(data["input_ids"]), max_seq_len=max_seq_len, **facts,
-    )  # fmt: skip
-    loss = intermediate_loss_fn(teacher, attention_target != "none")
-    trainer = Trainer(student_model, data, loss, config, output_dir, extra_modules=distiller, record=record)
-    return train_and_save(trainer, student_model, tokenizer, output_dir, record)
+        job,
+        train_data_checksum=corpus_checksum(files),
+        teacher=job.teacher,
+        student_init=job.student_spec.init,
+        student_layers=job.student_spec.layers,
+        sequences=len(data["input_ids"]),
+        max_seq_len=settings.max_seq_len,
+        **facts,
+    )
+    loss = intermediate_loss_fn(teacher, settings.attention_target != "none")
+    trainer = Trainer(
+        student_model, data, loss, settings, job.output_dir, extra_modules=distiller, record=record, job=job.to_dict()
+    )
+    return train_and_save(trainer, student_model, tokenizer, job, record)

@@ -8,23 +8,22 @@ attention target is the paper's pre-softmax scores by default, or the probabilit
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from distilqa.distill.attention_scores import return_attention_probabilities, return_attention_scores
+from distilqa.distill.config import AttentionTarget, IntermediateConfig, StageJob
 from distilqa.distill.finetune import qa_tensors, trim_padding
 from distilqa.distill.losses import IntermediateDistiller, LayerMap, check_same_tokenizer
 from distilqa.distill.stage import stage_record, train_and_save
-from distilqa.distill.trainer import TrainConfig, Trainer
+from distilqa.distill.trainer import Trainer
 from distilqa.errors import ConfigError
 from distilqa.model_io import load_pretrained
 from distilqa.squad import load_squad
-from distilqa.windows import WindowConfig
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-AttentionTarget = Literal["scores", "probabilities", "none"]
 
 
 def intermediate_loss_fn(teacher: nn.Module, attention: bool):
@@ -86,24 +85,21 @@ def prepare_pair(
     return distiller, facts
 
 
-def distill_intermediate(
-    teacher_location: str,
-    student_location: str,
-    train_data: str,
-    output_dir: str,
-    config: TrainConfig,
-    window: WindowConfig,
-    attention_target: AttentionTarget = "scores",
-    mask_hidden_padding: bool = True,
-) -> dict[str, Any]:
-    student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering")
-    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
-    distiller, facts = prepare_pair(student, teacher, student_tok, teacher_tok, attention_target, mask_hidden_padding)
-    dataset = load_squad(train_data)
-    data = qa_tensors(dataset, student_tok, window)
-    record = stage_record(
-        "intermediate", train_data, window, config, teacher=teacher_location, student=student_location, **facts
+def distill_intermediate(job: StageJob) -> dict[str, Any]:
+    settings: IntermediateConfig = job.train  # type: ignore[assignment]
+    student_tok, student = load_pretrained(job.student, "AutoModelForQuestionAnswering")
+    teacher_tok, teacher = load_pretrained(job.teacher, "AutoModelForQuestionAnswering")
+    distiller, facts = prepare_pair(
+        student, teacher, student_tok, teacher_tok, settings.attention_target, not settings.hidden_padding
     )
-    loss = intermediate_loss_fn(teacher, attention_target != "none")
-    trainer = Trainer(student, data, loss, config, output_dir, extra_modules=distiller, record=record)
-    return train_and_save(trainer, student, student_tok, output_dir, record)
+    dataset = load_squad(job.train_data)
+    data = qa_tensors(dataset, student_tok, job.window)
+    record = stage_record(job, teacher=job.teacher, student=job.student, **facts)
+    # the QA heads are not in this loss: both models run their encoders only, and the student's head
+    # stays as it is (DDP must not wrap parameters that get no gradient)
+    loss = intermediate_loss_fn(teacher.base_model, settings.attention_target != "none")
+    backbone = student.base_model
+    trainer = Trainer(
+        backbone, data, loss, settings, job.output_dir, extra_modules=distiller, record=record, job=job.to_dict()
+    )
+    return train_and_save(trainer, student, student_tok, job, record)

@@ -8,15 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distilqa.distill.config import PredictionConfig, StageJob
 from distilqa.distill.finetune import qa_tensors, trim_padding
 from distilqa.distill.losses import check_same_tokenizer, prediction_layer_loss
 from distilqa.distill.stage import stage_record, train_and_save
 from distilqa.distill.teacher_logits import cached_teacher_logits, teacher_fingerprint
-from distilqa.distill.trainer import TrainConfig, Trainer
-from distilqa.errors import ConfigError
+from distilqa.distill.trainer import Trainer
 from distilqa.model_io import load_pretrained
 from distilqa.squad import load_squad
-from distilqa.windows import WindowConfig
 
 
 def prediction_loss_fn(temperature: float, weight: float):
@@ -37,58 +36,68 @@ def prediction_loss_fn(temperature: float, weight: float):
     return loss
 
 
-def _student_data_and_teacher_logits(
-    teacher_location: str, student_tok: Any, train_data: str, window: WindowConfig, logits_cache: str | None
-) -> tuple[dict[str, Tensor], str, bool]:
+def _student_data_and_teacher_logits(job: StageJob, student_tok: Any) -> tuple[dict[str, Tensor], str, bool]:
     """The student's features with the teacher's logits on the same ids (computed once, then cached)."""
-    teacher_tok, teacher = load_pretrained(teacher_location, "AutoModelForQuestionAnswering")
+    settings: PredictionConfig = job.train  # type: ignore[assignment]
+    teacher_tok, teacher = load_pretrained(job.teacher, "AutoModelForQuestionAnswering")
     check_same_tokenizer(student_tok, teacher_tok)
-    data = qa_tensors(load_squad(train_data), student_tok, window)  # the student's token ids, for both models
-    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", teacher_location))
-    logits, cached = cached_teacher_logits(teacher, fingerprint, data, asdict(window), directory=logits_cache)
+    data = qa_tensors(load_squad(job.train_data), student_tok, job.window)  # the student's token ids, for both
+    fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", job.teacher))
+    logits, cached = cached_teacher_logits(
+        teacher,
+        fingerprint,
+        data,
+        asdict(job.window),
+        batch_size=settings.logits_batch_size,
+        directory=job.logits_cache or None,
+        precision=settings.teacher_precision,
+    )
+    del teacher
     data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
     return data, fingerprint, cached
 
 
-def precompute_teacher_logits(
-    teacher_location: str, student_location: str, train_data: str, window: WindowConfig, logits_cache: str
-) -> dict[str, Any]:
-    """Fill the cache S2b reads (its own pipeline step, so a retried S2b never recomputes it)."""
-    student_tok, _ = load_pretrained(student_location, "AutoModelForQuestionAnswering")
-    data, fingerprint, cached = _student_data_and_teacher_logits(
-        teacher_location, student_tok, train_data, window, logits_cache
-    )
-    return {"features": len(data["teacher_logits"]), "cached": cached, "teacher_checksum": fingerprint}
+RECORD = "teacher_logits_record.json"
 
 
-def distill_prediction(
-    teacher_location: str,
-    student_location: str,
-    train_data: str,
-    output_dir: str,
-    config: TrainConfig,
-    window: WindowConfig,
-    temperature: float = 1.5,
-    weight: float = 0.75,
-    logits_cache: str | None = None,
-) -> dict[str, Any]:
-    if temperature <= 0 or not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"temperature must be > 0 and weight within [0, 1], got {temperature} and {weight}")
-    student_tok, student = load_pretrained(student_location, "AutoModelForQuestionAnswering")
-    data, fingerprint, cached = _student_data_and_teacher_logits(
-        teacher_location, student_tok, train_data, window, logits_cache
-    )
+def precompute_teacher_logits(job: StageJob) -> dict[str, Any]:
+    """Fill the cache S2b reads (its own pipeline step, so a retried S2b never recomputes it).
+
+    Every rank fills its share; the summary lands in the cache directory as teacher_logits_record.json.
+    """
+    import json
+    from pathlib import Path
+
+    from distilqa.distill import distributed
+
+    student_tok, _ = load_pretrained(job.student, "AutoModelForQuestionAnswering")
+    data, fingerprint, cached = _student_data_and_teacher_logits(job, student_tok)
+    summary = {
+        "features": len(data["teacher_logits"]),
+        "cached": cached,
+        "teacher_checksum": fingerprint,
+        "teacher_precision": job.train.teacher_precision,  # type: ignore[attr-defined]
+    }
+    d = distributed.current()
+    if d.is_main and job.logits_cache:
+        Path(job.logits_cache, RECORD).write_text(json.dumps(summary, indent=2))
+    distributed.tear_down(d)
+    return summary
+
+
+def distill_prediction(job: StageJob) -> dict[str, Any]:
+    settings: PredictionConfig = job.train  # type: ignore[assignment]
+    student_tok, student = load_pretrained(job.student, "AutoModelForQuestionAnswering")
+    data, fingerprint, cached = _student_data_and_teacher_logits(job, student_tok)
     record = stage_record(
-        "prediction",
-        train_data,
-        window,
-        config,
-        teacher=teacher_location,
+        job,
+        teacher=job.teacher,
         teacher_checksum=fingerprint,
-        student=student_location,
+        student=job.student,
         teacher_logits="cached" if cached else "computed",
-        temperature=temperature,
-        distillation_weight=weight,
+        temperature=settings.temperature,
+        distillation_weight=settings.distillation_weight,
     )
-    trainer = Trainer(student, data, prediction_loss_fn(temperature, weight), config, output_dir, record=record)
-    return train_and_save(trainer, student, student_tok, output_dir, record)
+    loss = prediction_loss_fn(settings.temperature, settings.distillation_weight)
+    trainer = Trainer(student, data, loss, settings, job.output_dir, record=record, job=job.to_dict())
+    return train_and_save(trainer, student, student_tok, job, record)

@@ -6,9 +6,10 @@ student-only work. The cache is a memory-mapped .npy keyed by a checksum of the 
 weights, the features' token ids and the window settings, so a rerun, a resumed job or another
 stage reuses it, and any change to teacher, data or tokenisation computes it anew.
 
-The teacher runs once over every feature, so it runs as fast as the hardware allows: on the GPU
-when there is one (a V100 pipeline step must not fall back to the CPU), in bf16/fp16 where that
-is native (AMX or AVX-512 BF16 CPUs, GPUs), on batches of similar length. The precision is part
+The teacher runs once over every feature on each rank's own device (a V100 pipeline step must not
+fall back to the CPU), on batches of similar length, every rank its share of the features, so N
+GPUs fill the cache about N times as fast. It computes in fp32 by default, as the recipe does; a
+lower precision (bf16, fp16, or `auto` = the fastest native one) is an explicit setting and part
 of the cache key: a cache made in bf16 is never mistaken for an fp32 one.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from distilqa.distill import distributed
 from distilqa.progress import progress_bar
 from distilqa.storage import cache_dir
 
@@ -42,17 +45,11 @@ def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def logits_precision(device: torch.device) -> str:
-    """The fastest precision that keeps soft targets faithful on this device (also part of the key)."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # V100: fp16
-    from distilqa.inference import cpu_has_native_bf16
+def logits_precision(requested: str, device: torch.device) -> str:
+    """fp32 (the recipe's default), bf16 or fp16; `auto` is the training rule's native precision."""
+    from distilqa.distill.precision import resolve_amp_here
 
-    return "bf16" if cpu_has_native_bf16() else "fp32"  # emulated bf16 runs slower than fp32
-
-
-def logits_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return resolve_amp_here(requested, device.type, device.index or 0)
 
 
 def cache_key(teacher: str, input_ids: Tensor, settings: dict[str, Any]) -> str:
@@ -70,49 +67,80 @@ def cached_teacher_logits(
     batch_size: int = 32,
     directory: str | os.PathLike[str] | None = None,
     device: torch.device | None = None,
-    precision: str | None = None,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, bool]:
     """([features, seq, 2] float32 memmap, whether it came from the cache).
 
-    `device` and `precision` default to `logits_device()` and its `logits_precision`.
+    Under DDP every rank computes a share of the features (every world_size-th of the length-sorted
+    order, so shares cost the same), the shares are all-gathered in chunks, and the first process
+    of each node writes the file. `device` defaults to this rank's device; `precision` (fp32, bf16,
+    fp16 or auto) is part of the key.
     """
-    device = device or logits_device()
-    precision = precision or logits_precision(device)
+    d = distributed.current()
+    device = device or d.device
+    precision = logits_precision(precision, device)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     key = cache_key(teacher_fp, data["input_ids"], {**settings, "teacher_precision": precision})
     root = Path(directory) if directory else cache_dir() / "teacher-logits"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{key}.npy"
-    if path.exists():
+    if not distributed.any_rank(d, not path.exists()):  # every rank sees it: nobody computes
         return np.load(path, mmap_mode="c"), True
     n, width = data["input_ids"].shape
-    tmp = root / f".{key}.{os.getpid()}.partial.npy"  # per process: DDP ranks may each fill it
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, width, 2))
-    teacher_model.eval().to(device)
     lengths = data["attention_mask"].sum(dim=1)
     order = torch.argsort(lengths, descending=True, stable=True)  # similar lengths share a batch: less padding
-    bar = progress_bar("teacher logits", "feature")(n)
+    mine = order[d.rank :: d.world_size]
+    share = torch.zeros((len(mine), width, 2), dtype=torch.float32)
+    teacher_model.eval().to(device)
+    bar = progress_bar("teacher logits", "feature", shown=d.is_main)(len(mine))
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for begin in range(0, n, batch_size):
-            idx = order[begin : begin + batch_size]
+        for begin in range(0, len(mine), batch_size):
+            idx = mine[begin : begin + batch_size]
             length = int(lengths[idx].max())
-            inputs = {
-                k: v[idx, :length].to(device)
-                for k, v in data.items()
-                if k in ("input_ids", "attention_mask", "token_type_ids")
-            }
+            inputs = {k: v[idx, :length].to(device) for k, v in data.items() if k in _INPUTS}
             result = teacher_model(**inputs)
-            rows = idx.numpy()
-            out[rows, :length, 0] = result.start_logits.float().cpu().numpy()
-            out[rows, :length, 1] = result.end_logits.float().cpu().numpy()
-            bar.update(len(rows))
+            # padding positions stay 0: the cache must not depend on which features shared a batch
+            real = inputs["attention_mask"].cpu() > 0
+            share[begin : begin + len(idx), :length, 0] = result.start_logits.float().cpu().masked_fill(~real, 0.0)
+            share[begin : begin + len(idx), :length, 1] = result.end_logits.float().cpu().masked_fill(~real, 0.0)
+            bar.update(len(idx))
     bar.close()
-    out.flush()
-    del out
-    os.replace(tmp, path)  # complete or absent, never half-written under the real name
-    (root / f"{key}.json").write_text(
-        json.dumps(
-            {"teacher": teacher_fp, "features": n, "seq": width, "teacher_precision": precision, **settings}, indent=2
-        )
-    )
+    writer = d.is_local_main
+    tmp = root / f".{key}.{socket.gethostname()}.{os.getpid()}.partial.npy"  # per process: no two writers collide
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, width, 2)) if writer else None
+    for rows, values in _gathered_shares(d, order, share, device):
+        if out is not None:
+            out[rows.numpy()] = values.numpy()
+    if out is not None:
+        out.flush()
+        del out
+        os.replace(tmp, path)  # complete or absent, never half-written under the real name
+        meta = {"teacher": teacher_fp, "features": n, "seq": width, "teacher_precision": precision, **settings}
+        (root / f"{key}.json").write_text(json.dumps(meta, indent=2))
+    distributed.barrier(d)
     return np.load(path, mmap_mode="c"), False  # copy-on-write: torch wants writable memory
+
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_CHUNK = 256  # features per all-gather: bounded memory on every rank whatever the data size
+
+
+def _gathered_shares(d: distributed.Dist, order: Tensor, share: Tensor, device: torch.device):
+    """(feature indices, logits) of every rank's share, chunk by chunk (this process's alone without DDP)."""
+    if not d.distributed:
+        yield order, share
+        return
+    import torch.distributed as dist
+
+    per_rank = [order[r :: d.world_size] for r in range(d.world_size)]
+    longest = max(len(p) for p in per_rank)
+    for start in range(0, longest, _CHUNK):
+        piece = torch.zeros((_CHUNK, *share.shape[1:]), dtype=share.dtype)
+        mine = share[start : start + _CHUNK]
+        piece[: len(mine)] = mine
+        piece = piece.to(device)
+        gathered = [torch.empty_like(piece) for _ in range(d.world_size)]
+        dist.all_gather(gathered, piece)
+        for rank, values in enumerate(gathered):
+            rows = per_rank[rank][start : start + _CHUNK]
+            yield rows, values[: len(rows)].cpu()
