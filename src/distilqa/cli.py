@@ -501,6 +501,7 @@ def _add_distill(sub: Any) -> None:
 def _run_distill(args: argparse.Namespace) -> int:
     from distilqa.distill.config import STAGE_SETTINGS, StageJob
     from distilqa.distill.student import StudentSpec
+    from distilqa.windows import WindowConfig
     from distilqa.errors import ConfigError
     from distilqa.settings import from_namespace
 
@@ -527,7 +528,8 @@ def _run_distill(args: argparse.Namespace) -> int:
         args.train_data,
         args.output,
         settings,
-        _window_config(args),
+        # S1 packs plain text: --max-seq-len went into its settings, and no SQuAD windows are cut
+        _window_config(args) if args.stage != "general" else WindowConfig(),
         teacher=args.teacher,
         student=args.student or "",
         student_spec=spec,

@@ -21,7 +21,11 @@ def test_profiles_load(name):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("prediction.lr=-1", "prediction.lr must be a positive number"),
+        ("prediction.lr=-1", "prediction: lr must be positive"),
+        ("teacher_finetune.amp=fp8", "teacher_finetune.amp must be one of auto, fp32, fp16, bf16"),
+        ("prediction.teacher_precision=int8", "prediction.teacher_precision must be one of"),
+        ("resources.nproc_per_node=-1", "nproc_per_node must be >= 0"),
+        ("intermediate.group_by_length=maybe", "intermediate.group_by_length must be true or false"),
         ("window.doc_stride=384", "doc_stride"),
         ("prediction.learning_rate=1e-4", "unknown key prediction.learning_rate"),
         ("nosuch.key=1", "unknown section"),
@@ -53,9 +57,23 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     docs = list(yaml.safe_load_all(out.read_text()))
     spec, platform = docs[0], docs[1]
     executors = set(spec["deploymentSpec"]["executors"])
-    for step in ("ingest", "augment-shard", "augment-merge", "finetune-teacher", "import-model", "general",
-                 "prepare-student", "teacher-logits", "intermediate", "prediction", "evaluate", "gate", "register",
-                 "deploy", "open-tracking"):  # fmt: skip
+    for step in (
+        "ingest",
+        "augment-shard",
+        "augment-merge",
+        "finetune-teacher",
+        "import-model",
+        "general",
+        "prepare-student",
+        "teacher-logits",
+        "intermediate",
+        "prediction",
+        "evaluate",
+        "gate",
+        "register",
+        "deploy",
+        "open-tracking",
+    ):
         assert any(e.startswith(f"exec-{step}-op") for e in executors), step
     params = spec["root"]["inputDefinitions"]["parameters"]
     prediction = params["prediction"]["defaultValue"]
@@ -70,6 +88,15 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert (window["max_seq_len"], window["doc_stride"], window["max_query_length"]) == (384, 128, 64)
     assert params["augment"]["defaultValue"]["factor"] == 20
     assert params["models_prediction_teacher"]["defaultValue"] == "deepset/roberta-large-squad2"
+    # the teacher's logits are computed in fp32 unless a profile says otherwise; training precision from the GPU
+    assert prediction["teacher_precision"] == "fp32" and prediction["amp"] == "auto"
+    resources = params["resources"]["defaultValue"]
+    assert resources["nproc_per_node"] == 0 and resources["checkpoint_root"].startswith("s3://")
+    # every training step gets the run id, so a retried pod finds <root>/<run id>/<step> again
+    root_tasks = spec["root"]["dag"]["tasks"]
+    s2b_inputs = root_tasks["prediction-op"]["inputs"]["parameters"]
+    assert s2b_inputs["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert s2b_inputs["resources"]["componentInputParameter"] == "resources"
     s2b = spec["deploymentSpec"]["executors"]["exec-prediction-op"]["container"]
     assert s2b["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4
@@ -104,9 +131,21 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     summary = json.loads((out / "summary.json").read_text())
     stages = summary["stages"]
-    for step in ("ingest-op", "augment-shard-op", "augment-merge-op", "finetune-teacher-op", "finetune-teacher-op-2",
-                 "general-op", "intermediate-op", "teacher-logits-op", "prediction-op", "evaluate-op", "gate-op",
-                 "register-op", "deploy-op"):  # fmt: skip
+    for step in (
+        "ingest-op",
+        "augment-shard-op",
+        "augment-merge-op",
+        "finetune-teacher-op",
+        "finetune-teacher-op-2",
+        "general-op",
+        "intermediate-op",
+        "teacher-logits-op",
+        "prediction-op",
+        "evaluate-op",
+        "gate-op",
+        "register-op",
+        "deploy-op",
+    ):
         assert step in stages, (step, stages)
     assert summary["gate"]["passed"] is True and summary["version"] == "1"
     assert set(summary["aliases"]) == {"challenger", "champion"}
@@ -119,7 +158,8 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
     c = MlflowClient(summary["tracking_uri"])
     mv = c.get_model_version_by_alias(summary["registered_model"], "champion")
     assert mv.tags["train_data_checksum"].startswith("sha256:") and float(mv.tags["f1"]) == pytest.approx(
-        summary["metrics"]["f1"], abs=1e-3)  # fmt: skip
+        summary["metrics"]["f1"], abs=1e-3
+    )
     mlflow.set_tracking_uri(summary["tracking_uri"])
     model = mlflow.pyfunc.load_model(f"models:/{summary['registered_model']}@champion")
     answers = model.predict(pd.DataFrame([{"question": "Who?", "context": "Nobody knows."}]))
@@ -131,19 +171,50 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
 
     with pytest.raises(MlflowException, match="context"):
         model.predict(pd.DataFrame([{"question": "Who?"}]))
-    nested = c.search_runs([c.get_run(summary["mlflow_run_id"]).info.experiment_id],
-                           filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")  # fmt: skip
+    nested = c.search_runs(
+        [c.get_run(summary["mlflow_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'",
+    )
     assert {r.info.run_name for r in nested} >= {
-        "finetune_teacher",
+        "finetune_intermediate_teacher",
+        "finetune_prediction_teacher",
         "general",
+        "teacher_logits",
         "intermediate",
         "prediction",
         "register",
     }
+    # every training step ran under torchrun with 2 processes (the smoke profile's nproc_per_node), rank 0
+    # logging all-reduced losses and the job's settings into the step's nested run: no orphan runs anywhere
+    for run in nested:
+        if run.info.run_name in ("general", "intermediate", "prediction") or run.info.run_name.startswith("finetune"):
+            assert run.data.params["stage"] and run.data.params["train.batch_size"] == "16", run.info.run_name
+            assert c.get_metric_history(run.info.run_id, "loss"), run.info.run_name
+    every_run = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    orphans = [
+        r.info.run_name
+        for r in every_run
+        if r.info.run_id != summary["mlflow_run_id"] and r.data.tags.get("mlflow.parentRunId") is None
+    ]
+    assert not orphans, orphans
+    records = list((out / "kfp-root").glob("*/*-op*/out/training_record.json"))
+    assert len(records) == 5, records  # two teacher fine-tunes, S1, S2a, S2b
+    for record in records:
+        assert json.loads(record.read_text())["result"]["world_size"] == 2, record
     # promote / rollback move the champion alias
-    assert run_cli("promote", "1", "--model-name", summary["registered_model"],
-                   "--tracking-uri", summary["tracking_uri"]).returncode == 0  # fmt: skip
-    assert_clean_failure(run_cli("promote", "99", "--model-name", summary["registered_model"],
-                                 "--tracking-uri", summary["tracking_uri"]), "no such registered model version")  # fmt: skip
-    assert_clean_failure(run_cli("rollback", "--model-name", summary["registered_model"],
-                                 "--tracking-uri", summary["tracking_uri"]), "no previous champion")  # fmt: skip
+    assert (
+        run_cli(
+            "promote", "1", "--model-name", summary["registered_model"], "--tracking-uri", summary["tracking_uri"]
+        ).returncode
+        == 0
+    )
+    assert_clean_failure(
+        run_cli(
+            "promote", "99", "--model-name", summary["registered_model"], "--tracking-uri", summary["tracking_uri"]
+        ),
+        "no such registered model version",
+    )
+    assert_clean_failure(
+        run_cli("rollback", "--model-name", summary["registered_model"], "--tracking-uri", summary["tracking_uri"]),
+        "no previous champion",
+    )

@@ -181,7 +181,7 @@ def test_bad_corpora_and_options_fail_clearly(teacher_dir, corpus_dir, tmp_path)
     assert_clean_failure(s1(teacher_dir, tmp_path / "tiny.txt", tmp_path / "o"), "fewer than")
     assert_clean_failure(s1(teacher_dir, tmp_path / "bad.txt.gz", tmp_path / "o"), "gzip")
     assert_clean_failure(s1(teacher_dir, corpus_dir, tmp_path / "o", "--student-layers", "3"), "multiple")
-    assert_clean_failure(s1(teacher_dir, corpus_dir, tmp_path / "o", "--max-sequences", "0"), "--max-sequences")
+    assert_clean_failure(s1(teacher_dir, corpus_dir, tmp_path / "o", "--max-sequences", "-1"), "max_sequences")
     assert not (tmp_path / "o").exists()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distilqa.distill.trainer import TrainConfig, linear_schedule
+from distilqa.distill.config import TrainConfig
+from distilqa.distill.trainer import linear_schedule
 from distilqa.errors import ConfigError
 from tests.conftest import DISTILQA, assert_clean_failure, run_cli
 
-WINDOW = ["--max-seq-len", "128", "--doc-stride", "64"]
+# fp32 everywhere: `--amp auto` is bf16 on CPUs with native bf16, and these tests compare weights closely
+WINDOW = ["--max-seq-len", "128", "--doc-stride", "64", "--amp", "fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +63,8 @@ def assert_same_update(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], s
     assert worst[0] < 2e-5, worst
 
 
-def finetune(model, data, out, *extra, env=None, launcher=None):
-    args = ["finetune", str(model), str(data), "-o", str(out), *WINDOW, "--lr", "1e-3", *extra]
-    if launcher is None:
-        return run_cli(*args, env=env)
-    proc = subprocess.run(
-        [*launcher, "-m", "distilqa.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
-    return proc
+def finetune(model, data, out, *extra, env=None):
+    return run_cli("finetune", str(model), str(data), "-o", str(out), *WINDOW, "--lr", "1e-3", *extra, env=env)
 
 
 def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_roberta_dir, dev_slice_file, tmp_path):
@@ -146,12 +141,19 @@ def test_accumulation_does_not_change_the_update(no_dropout_model, dev_slice_fil
 
 
 def test_two_process_ddp_equals_one_process(no_dropout_model, dev_slice_file, tmp_path):
+    """The job a finished stage saves beside its model runs as it is under plain torchrun."""
+    import yaml
+
     common = ["--epochs", "1", "--batch-size", "16"]
     single = finetune(no_dropout_model, dev_slice_file, tmp_path / "single", *common, "--per-device-batch-size", "8")
     assert single.returncode == 0, single.stderr
+    job = yaml.safe_load((tmp_path / "single" / "job.yaml").read_text())
+    assert job["stage"] == "finetune" and job["train"]["batch_size"] == 16 and job["train"]["amp"] == "fp32"
+    job["output_dir"] = str(tmp_path / "ddp")
+    job["train"]["per_device_batch_size"] = 4
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
-    ddp = finetune(no_dropout_model, dev_slice_file, tmp_path / "ddp", *common, "--per-device-batch-size", "4",
-                   env={"OMP_NUM_THREADS": "1"}, launcher=torchrun)  # fmt: skip
+    ddp = subprocess.run([*torchrun, "-m", "distilqa.train", str(tmp_path / "job.yaml")], capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     record = json.loads((tmp_path / "ddp" / "training_record.json").read_text())["result"]
     assert record["world_size"] == 2 and record["accumulation"] == 2
@@ -176,7 +178,7 @@ def test_linear_warmup_then_decay():
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"lr": -1.0}, "lr"),
         ({"warmup_ratio": 1.0}, "warmup_ratio"),
         ({"epochs": 0}, "epochs"),
         ({"amp": "fp8"}, "amp"),
@@ -203,7 +205,7 @@ def test_mlflow_logging_when_a_tracking_uri_is_set(tiny_roberta_dir, dev_slice_f
 
     client = MlflowClient(uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert run.data.params["train.global_batch_size"] == "16"
+    assert run.data.params["train.batch_size"] == "16" and run.data.params["stage"] == "finetune"
     for metric in ("loss", "lr", "samples_per_s"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert len(history) >= 5, metric
@@ -219,7 +221,7 @@ def test_grouping_by_length_keeps_epochs_whole_and_cuts_padding(tmp_path):
     model = torch.nn.Linear(1, 1)
 
     def padded_tokens(grouped: bool) -> tuple[int, list[torch.Tensor]]:
-        config = TrainConfig(epochs=2, global_batch_size=16, per_device_batch_size=8, group_by_length=grouped)
+        config = TrainConfig(epochs=2, batch_size=16, per_device_batch_size=8, group_by_length=grouped)
         trainer = Trainer(model, data, lambda m, b: {"loss": torch.zeros(())}, config, tmp_path / str(grouped))
         total, epochs = 0, []
         for epoch in range(2):
