@@ -33,7 +33,7 @@ def _run(step: str, job: dict, resources: dict, kfp_run_id: str, tracking: dict)
         if run is not None and full.stage == "teacher_logits":  # no trainer to log the job: its precision is here
             import mlflow
 
-            from distilqa.distill.trainer import flatten
+            from distilqa.settings import flatten
 
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(full.to_dict()).items()})
         return launch(full, LaunchConfig(nproc_per_node=r.nproc_per_node))

@@ -501,9 +501,9 @@ def _add_distill(sub: Any) -> None:
 def _run_distill(args: argparse.Namespace) -> int:
     from distilqa.distill.config import STAGE_SETTINGS, StageJob
     from distilqa.distill.student import StudentSpec
-    from distilqa.windows import WindowConfig
     from distilqa.errors import ConfigError
     from distilqa.settings import from_namespace
+    from distilqa.windows import WindowConfig
 
     if args.stage != "general" and not args.student:
         raise ConfigError(f"--stage {args.stage} needs --student (the model to train)")

@@ -27,6 +27,8 @@ def stage_run(uri: str, parent_run_id: str, stage: str, params: dict[str, Any] |
         return
     import mlflow
 
+    from distilqa.settings import flatten
+
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
@@ -35,7 +37,7 @@ def stage_run(uri: str, parent_run_id: str, stage: str, params: dict[str, Any] |
                               nested=bool(parent_run_id), experiment_id=_experiment_of(parent_run_id)) as run:  # fmt: skip
             mlflow.set_tag("distilqa.stage", stage)
             if params:
-                mlflow.log_params({k: str(v)[:500] for k, v in _flatten(params).items()})
+                mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
             t0 = time.perf_counter()
             yield run
             mlflow.log_metric("stage_seconds", time.perf_counter() - t0)
@@ -52,16 +54,6 @@ def _experiment_of(parent_run_id: str) -> str | None:
     import mlflow
 
     return mlflow.get_run(parent_run_id).info.experiment_id
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def open_pipeline_run(uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> str:

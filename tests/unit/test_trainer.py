@@ -153,7 +153,9 @@ def test_two_process_ddp_equals_one_process(no_dropout_model, dev_slice_file, tm
     job["train"]["per_device_batch_size"] = 4
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
-    ddp = subprocess.run([*torchrun, "-m", "distilqa.train", str(tmp_path / "job.yaml")], capture_output=True, text=True)
+    ddp = subprocess.run(
+        [*torchrun, "-m", "distilqa.train", str(tmp_path / "job.yaml")], capture_output=True, text=True
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     record = json.loads((tmp_path / "ddp" / "training_record.json").read_text())["result"]
     assert record["world_size"] == 2 and record["accumulation"] == 2

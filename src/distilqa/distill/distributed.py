@@ -121,8 +121,10 @@ def require_same_on_every_rank(d: Dist, what: str, values: dict[str, Any]) -> No
         return
     import torch.distributed as dist
 
+    from distilqa.settings import flatten
+
     gathered: list[Any] = [None] * d.world_size
-    dist.all_gather_object(gathered, values)
+    dist.all_gather_object(gathered, flatten(values))
     for rank, other in enumerate(gathered):
         if other != gathered[0]:
             keys = [k for k in sorted(set(other) | set(gathered[0])) if other.get(k) != gathered[0].get(k)]

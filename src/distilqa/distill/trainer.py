@@ -49,6 +49,7 @@ from distilqa.distill.distributed import init_distributed
 from distilqa.distill.precision import resolve_amp_here, torch_dtype
 from distilqa.errors import ConfigError
 from distilqa.progress import progress_bar
+from distilqa.settings import flatten
 
 # loss_fn(model, batch) -> {"loss": ..., other terms}; with extra_modules: loss_fn(model, batch, extra)
 LossFn = Callable[..., dict[str, Tensor]]
@@ -387,16 +388,6 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return totals
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class _MlflowLogger:

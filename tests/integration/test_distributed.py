@@ -1,0 +1,281 @@
+"""The multi-process training path, rehearsed on CPUs: torchrun with 2 processes (gloo) is the DDP path
+of a 4-GPU pod, `--nnodes 2` on loopback that of several nodes, SIGKILL of the whole process group a
+reclaimed spot node, and a moto S3 server the checkpoint bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import DISTILQA, assert_clean_failure, free_port, run_cli
+
+pytestmark = pytest.mark.timeout(600)
+# fp32 so that runs compare bit for bit whatever the CPU (auto is bf16 where the CPU has it natively)
+WINDOW = ["--max-seq-len", "128", "--doc-stride", "64", "--amp", "fp32"]
+TWO = ["--nproc-per-node", "2"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, bpe_tokenizer_dir) -> dict[str, Path]:
+    """A 4-layer QA teacher, its MLM twin (S1), and a 2-layer student made of its layers."""
+    from distilqa.local_models import random_mlm_model, random_qa_model
+
+    root = tmp_path_factory.mktemp("ddp-models")
+    shape = {"num_layers": 4, "hidden_size": 64, "num_heads": 4}
+    teacher = random_qa_model(bpe_tokenizer_dir, root / "teacher", **shape)
+    mlm = random_mlm_model(bpe_tokenizer_dir, root / "mlm", **shape)
+    result = run_cli("make-student", str(teacher), "-o", str(root / "student"), "--layers", "2")
+    assert result.returncode == 0, result.stderr
+    return {"teacher": teacher, "mlm": mlm, "student": root / "student"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, contexts) -> Path:
+    path = tmp_path_factory.mktemp("ddp-corpus") / "corpus.txt"
+    path.write_text("\n".join(c.replace("\n", " ") for c in contexts[:150]) + "\n")
+    return path
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def result_of(directory: Path) -> dict:
+    return json.loads((directory / "training_record.json").read_text())["result"]
+
+
+def distill(stage: str, models, data, out: Path, *extra: str, env=None):
+    args = ["distill", "--stage", stage, "--teacher", str(models["teacher"]), str(data), "-o", str(out), *WINDOW]
+    if stage != "general":
+        args += ["--student", str(models["student"])]
+    return run_cli(*args, "--epochs", "1", "--batch-size", "16", "--per-device-batch-size", "4", *extra, env=env)
+
+
+def test_s1_runs_under_ddp_without_the_pooler(models, corpus, tmp_path):
+    """DDP used to wait forever for the pooler's gradients at the second step (the pooler is not in the loss)."""
+    m = {**models, "teacher": models["mlm"]}
+    result = distill("general", m, corpus, tmp_path / "s1", *TWO, "--student-layers", "2", "--max-sequences", "64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = result_of(tmp_path / "s1")
+    assert record["world_size"] == 2 and record["steps"] == 4
+    assert not any(k.startswith("pooler") for k in weights(tmp_path / "s1"))
+
+
+def test_s2a_trains_the_encoder_under_ddp_and_leaves_the_qa_head(models, dev_slice_file, tmp_path):
+    result = distill("intermediate", models, dev_slice_file, tmp_path / "s2a", *TWO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = result_of(tmp_path / "s2a")
+    assert record["world_size"] == 2 and record["accumulation"] == 2
+    before, after = weights(models["student"]), weights(tmp_path / "s2a")
+    assert torch.equal(before["qa_outputs.weight"], after["qa_outputs.weight"])  # the head is not in S2a's loss
+    moved = [k for k in before if k.startswith("roberta.encoder") and not torch.equal(before[k], after[k])]
+    assert len(moved) > 10
+
+
+def test_two_processes_fill_the_teacher_logit_cache_as_one_does(models, dev_slice_file, tmp_path):
+    caches = {}
+    for n in ("1", "2"):
+        directory = tmp_path / f"cache-{n}"
+        result = distill(
+            "teacher_logits",
+            models,
+            dev_slice_file,
+            tmp_path / "x",
+            "--nproc-per-node",
+            n,
+            "--logits-cache",
+            str(directory),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((directory / "teacher_logits_record.json").read_text())["teacher_precision"] == "fp32"
+        (npy,) = directory.glob("*.npy")
+        caches[n] = np.load(npy)
+    assert caches["1"].shape == caches["2"].shape and caches["1"].shape[0] > 500
+    # each rank computed half of the features; assembled, they are the single process's logits
+    assert np.abs(caches["1"] - caches["2"]).max() < 1e-5
+    assert np.abs(caches["1"]).max() > 0.01
+
+
+def _s3(s3_server):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _keys(client, bucket: str) -> dict[str, str]:
+    return {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def test_s2b_killed_under_ddp_resumes_from_s3_to_the_same_weights(models, dev_slice_file, tmp_path, s3_server):
+    """A retried pod: SIGKILL to the whole torchrun process group after its first checkpoint, then the same command."""
+    s3 = _s3(s3_server)
+    s3.create_bucket(Bucket="ckpt")
+    env = {**s3_server, "DISTILQA_CACHE": str(tmp_path / "cache")}
+    cache = ["--logits-cache", str(tmp_path / "logits")]
+    common = [*TWO, *cache, "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "10"]
+
+    def command(out: Path, checkpoints: str) -> list[str]:
+        return [
+            DISTILQA,
+            "distill",
+            "--stage",
+            "prediction",
+            "--teacher",
+            str(models["teacher"]),
+            "--student",
+            str(models["student"]),
+            str(dev_slice_file),
+            "-o",
+            str(out),
+            *WINDOW,
+            "--per-device-batch-size",
+            "4",
+            *common,
+            "--checkpoint-dir",
+            checkpoints,
+        ]
+
+    full = subprocess.run(
+        command(tmp_path / "full", "s3://ckpt/full"), capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert full.returncode == 0, full.stderr[-3000:]
+    total = result_of(tmp_path / "full")["steps"]
+    assert total > 100
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(out, "s3://ckpt/run"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and "run/checkpoint-10/meta.json" not in _keys(s3, "ckpt"):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # launcher and both ranks at once, mid-step
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "the run finished before it could be killed"
+    keys = _keys(s3, "ckpt")
+    assert {"run/checkpoint-10/state.pt", "run/checkpoint-10/rng-0.pt", "run/checkpoint-10/rng-1.pt"} <= set(keys)
+
+    resumed = subprocess.run(command(out, "s3://ckpt/run"), capture_output=True, text=True, env={**os.environ, **env})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = result_of(out)
+    assert record["resumed_from_step"] >= 10 and record["steps_this_run"] == total - record["resumed_from_step"]
+    a, b = weights(tmp_path / "full"), weights(out)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+
+    # the same checkpoints with another learning rate, or on one process: refused, nothing written
+    before = _keys(s3, "ckpt")
+    changed = command(tmp_path / "other", "s3://ckpt/run")
+    changed[changed.index("--checkpoint-every") :] = [
+        "--checkpoint-every",
+        "10",
+        "--lr",
+        "1e-4",
+        "--checkpoint-dir",
+        "s3://ckpt/run",
+    ]
+    refused = subprocess.run(changed, capture_output=True, text=True, env={**os.environ, **env})
+    assert_clean_failure(refused, "belongs to another run", "train.lr: checkpoint 3e-05, this run 0.0001")
+    one = command(tmp_path / "other", "s3://ckpt/run")
+    one[one.index("--nproc-per-node") + 1] = "1"
+    refused = subprocess.run(one, capture_output=True, text=True, env={**os.environ, **env})
+    assert_clean_failure(refused, "written by 2 process(es), this run has 1")
+    assert _keys(s3, "ckpt") == before
+    assert not (tmp_path / "other" / "model.safetensors").exists()
+
+
+def _node(rank: int, port: int, out: Path, models, data, *extra: str) -> subprocess.Popen:
+    """One "node" of a two-node job: its own launcher with one process, meeting node 0 on loopback."""
+    cmd = [
+        DISTILQA,
+        "finetune",
+        str(models["teacher"]),
+        str(data),
+        "-o",
+        str(out),
+        *WINDOW,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--per-device-batch-size",
+        "8",
+        "--nproc-per-node",
+        "1",
+        "--nnodes",
+        "2",
+        "--node-rank",
+        str(rank),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        *extra,
+    ]
+    # both "nodes" share this machine's cores: one thread each, as torchrun gives each of 2 processes on one node,
+    # so the two layouts also do the same floating-point work
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_nodes_of_one_process_train_as_one_node_of_two(models, dev_slice_file, tmp_path):
+    """Global ranks (not local ones) decide the data shards: 2 nodes x 1 process == 1 node x 2, bit for bit."""
+    one_node = run_cli(
+        "finetune",
+        str(models["teacher"]),
+        str(dev_slice_file),
+        "-o",
+        str(tmp_path / "one"),
+        *WINDOW,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--per-device-batch-size",
+        "8",
+        *TWO,
+    )
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    port = free_port()
+    nodes = [_node(rank, port, tmp_path / "two", models, dev_slice_file) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    record = result_of(tmp_path / "two")
+    assert record["world_size"] == 2 and record["accumulation"] == 1
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ranks_that_see_different_jobs_stop_with_one_message(models, dev_slice_file, tmp_path):
+    port = free_port()
+    nodes = [
+        _node(0, port, tmp_path / "out", models, dev_slice_file),
+        _node(1, port, tmp_path / "out", models, dev_slice_file, "--lr", "1e-3"),
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 2, stderr[-2000:]
+        assert "Traceback" not in stderr and "the ranks disagree on the job" in stderr, stderr[-2000:]
+    assert "train.lr: rank 0 has 3e-05, rank 1 has 0.001" in outputs[0][1]
+    assert not (tmp_path / "out" / "model.safetensors").exists()
