@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -114,6 +112,8 @@ def main() -> int:
 
     import yaml
 
+    from distilqa.distill.launch import kill_tree
+
     job = yaml.safe_load((work / "full" / "job.yaml").read_text())
     job["output_dir"], job["checkpoint_dir"] = str(work / "resumed"), str(work / "resumed-ckpt")
     (work / "job.yaml").write_text(yaml.safe_dump(job))
@@ -129,7 +129,7 @@ def main() -> int:
         if proc.poll() is not None:
             sys.exit("the torchrun run ended before its first checkpoint: raise --epochs")
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc.pid)  # the launcher and its workers (they run in sessions of their own)
     proc.wait()
     if (work / "resumed" / "model.safetensors").exists():
         sys.exit("the run finished before it was killed: raise --epochs")

@@ -56,8 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         rank = os.environ.get("RANK")
-        where = f" (rank {rank})" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-        print(f"distilqa train{where}: error: {exc}", file=sys.stderr)
+        several = rank is not None and os.environ.get("WORLD_SIZE", "1") != "1"
+        print(f"distilqa train{f' (rank {rank})' if several else ''}: error: {exc}", file=sys.stderr, flush=True)
+        if several:
+            # leave now: tearing down a process group whose peers are stopping too can abort (SIGABRT in
+            # gloo's threads at interpreter exit), which would turn a clear exit 2 into a crash
+            sys.stdout.flush()
+            os._exit(EXIT_USAGE)
         return EXIT_USAGE
     return 0
 

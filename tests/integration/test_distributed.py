@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from distilqa.distill.launch import kill_tree
 from tests.conftest import DISTILQA, assert_clean_failure, free_port, run_cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -170,8 +170,10 @@ def test_s2b_killed_under_ddp_resumes_from_s3_to_the_same_weights(models, dev_sl
     while time.monotonic() < deadline and "run/checkpoint-10/meta.json" not in _keys(s3, "ckpt"):
         assert proc.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # launcher and both ranks at once, mid-step
+    kill_tree(proc.pid)  # launcher and both ranks at once, mid-step
     proc.wait()
+    time.sleep(0.5)
+    assert not (out / "model.safetensors").exists()
     assert not (out / "model.safetensors").exists(), "the run finished before it could be killed"
     keys = _keys(s3, "ckpt")
     assert {"run/checkpoint-10/state.pt", "run/checkpoint-10/rng-0.pt", "run/checkpoint-10/rng-1.pt"} <= set(keys)
@@ -278,4 +280,52 @@ def test_ranks_that_see_different_jobs_stop_with_one_message(models, dev_slice_f
         assert node.returncode == 2, stderr[-2000:]
         assert "Traceback" not in stderr and "the ranks disagree on the job" in stderr, stderr[-2000:]
     assert "train.lr: rank 0 has 3e-05, rank 1 has 0.001" in outputs[0][1]
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_ranks_that_read_different_data_stop_with_one_message(models, dev_set, tmp_path):
+    """The same job on two nodes whose train.json differ (a relative path, another working directory)."""
+    from distilqa.squad import Article, SquadDataset, write_squad
+
+    for rank, articles in ((0, dev_set.articles[:2]), (1, dev_set.articles[2:4])):
+        (tmp_path / f"node{rank}").mkdir()
+        write_squad(
+            SquadDataset([Article(a.title, a.paragraphs[:3]) for a in articles]), tmp_path / f"node{rank}/t.json"
+        )
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        cmd = [
+            DISTILQA,
+            "finetune",
+            str(models["teacher"]),
+            "t.json",
+            "-o",
+            str(tmp_path / "out"),
+            *WINDOW,
+            "--batch-size",
+            "16",
+            "--per-device-batch-size",
+            "8",
+            "--nproc-per-node",
+            "1",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        nodes.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path / f"node{rank}"
+            )
+        )
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 2, stderr[-2000:]
+        assert "the ranks disagree on the job or data (data: rank 0 has" in stderr, stderr[-2000:]
     assert not (tmp_path / "out" / "model.safetensors").exists()

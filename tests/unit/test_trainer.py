@@ -89,7 +89,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_roberta_dir, dev
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "checkpoint-10" / "state.pt").exists():
+    while time.monotonic() < deadline and not (out / "checkpoint-10" / "meta.json").exists():  # committed
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: mid-epoch, mid-step
     proc.wait()

@@ -104,3 +104,30 @@ def launch(job: StageJob, config: LaunchConfig | None = None) -> dict[str, Any]:
 def launch_file(path: str, config: LaunchConfig | None = None) -> dict[str, Any]:
     """`distilqa train JOB.yaml`: the job file is validated here, once, before any process starts."""
     return launch(StageJob.read(path), config)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant at once, as a lost node or an OOM-killed pod does
+    (the rehearsals of a retried pod use it; Linux /proc).
+
+    torchrun starts its workers in sessions of their own, so killing the launcher's process group
+    alone would leave them training."""
+    import signal
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
