@@ -39,10 +39,12 @@ def _run(step: str, job: dict, resources: dict, kfp_run_id: str, tracking: dict)
         return launch(full, LaunchConfig(nproc_per_node=r.nproc_per_node))
 
 
-def _stage_settings(section: str, values: dict) -> Any:
+def _job(stage: str, section: str, params: dict, window: dict, train_path: str, out_dir: str, **models: Any) -> dict:
+    """A stage's job fields from the profile's sections as the pipeline passes them (plain JSON)."""
     from distilqa.pipelines.profile import build_section
 
-    return build_section(section, values)
+    train, w = build_section(section, params), build_section("window", window)
+    return {"stage": stage, "train_data": train_path, "output_dir": out_dir, "train": train, "window": w, **models}
 
 
 def run_finetune_teacher(
@@ -56,32 +58,22 @@ def run_finetune_teacher(
     kfp_run_id: str = "",
     step: str = "finetune_teacher",
 ) -> dict:
-    job = {
-        "stage": "finetune",
-        "train_data": train_path,
-        "output_dir": out_dir,
-        "model": model,
-        "train": _stage_settings("teacher_finetune", params),
-        "window": _stage_settings("window", window),
-    }
+    job = _job("finetune", "teacher_finetune", params, window, train_path, out_dir, model=model)
     return _summary(_run(step, job, resources, kfp_run_id, tracking))
 
 
 def run_general(
     teacher: str, models: dict, general: dict, out_dir: str, tracking: dict, resources: dict, kfp_run_id: str = ""
 ) -> dict:
+    from distilqa.pipelines.profile import build_section
+
     from distilqa.distill.student import StudentSpec
 
-    m, g = _stage_settings("models", models), _stage_settings("general", general)
-    corpus = _corpus(g.corpus, out_dir)
-    job = {
-        "stage": "general",
-        "train_data": corpus,
-        "output_dir": out_dir,
-        "teacher": teacher,
-        "train": g,
-        "student_spec": StudentSpec(m.student_layers, m.student_init),
-    }
+    m, g = build_section("models", models), build_section("general", general)
+    spec = StudentSpec(m.student_layers, m.student_init)  # type: ignore[arg-type]
+    job = _job(
+        "general", "general", general, {}, _corpus(g.corpus, out_dir), out_dir, teacher=teacher, student_spec=spec
+    )
     return _summary(_run("general", job, resources, kfp_run_id, tracking))
 
 
@@ -111,16 +103,8 @@ def run_teacher_logits(
     kfp_run_id: str = "",
 ) -> dict:
     """Every process fills its share of the cache S2b reads (params: the prediction section)."""
-    job = {
-        "stage": "teacher_logits",
-        "train_data": train_path,
-        "output_dir": out_dir,
-        "teacher": teacher_dir,
-        "student": student_dir,
-        "logits_cache": out_dir,
-        "train": _stage_settings("prediction", params),
-        "window": _stage_settings("window", window),
-    }
+    models = {"teacher": teacher_dir, "student": student_dir, "logits_cache": out_dir}
+    job = _job("teacher_logits", "prediction", params, window, train_path, out_dir, **models)
     return _run("teacher_logits", job, resources, kfp_run_id, tracking)
 
 
@@ -135,15 +119,8 @@ def run_intermediate(
     resources: dict,
     kfp_run_id: str = "",
 ) -> dict:
-    job = {
-        "stage": "intermediate",
-        "train_data": train_path,
-        "output_dir": out_dir,
-        "teacher": teacher_dir,
-        "student": student_dir,
-        "train": _stage_settings("intermediate", params),
-        "window": _stage_settings("window", window),
-    }
+    models = {"teacher": teacher_dir, "student": student_dir}
+    job = _job("intermediate", "intermediate", params, window, train_path, out_dir, **models)
     return _summary(_run("intermediate", job, resources, kfp_run_id, tracking))
 
 
@@ -159,16 +136,8 @@ def run_prediction(
     resources: dict,
     kfp_run_id: str = "",
 ) -> dict:
-    job = {
-        "stage": "prediction",
-        "train_data": train_path,
-        "output_dir": out_dir,
-        "teacher": teacher_dir,
-        "student": student_dir,
-        "logits_cache": logits_dir,
-        "train": _stage_settings("prediction", params),
-        "window": _stage_settings("window", window),
-    }
+    models = {"teacher": teacher_dir, "student": student_dir, "logits_cache": logits_dir}
+    job = _job("prediction", "prediction", params, window, train_path, out_dir, **models)
     return _summary(_run("prediction", job, resources, kfp_run_id, tracking))
 
 

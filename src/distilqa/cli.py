@@ -442,7 +442,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         model=args.model,
         checkpoint_dir=args.checkpoint_dir,
     )
-    _report(_launch(job, args))
+    _report(job, _launch(job, args))
     return 0
 
 
@@ -452,15 +452,18 @@ def _launch(job: Any, args: argparse.Namespace) -> dict[str, Any]:
     return launch(job, _launch_config(args))
 
 
-def _report(record: dict[str, Any]) -> None:
+def _report(job: Any, record: dict[str, Any]) -> None:
     """One line per finished stage (every rank's work ends in rank 0's record)."""
+    if job.stage == "teacher_logits":
+        state = "from the cache" if record["cached"] else "computed"
+        print(f"teacher_logits: {record['features']} features {state} -> {job.logits_cache}", file=sys.stderr)
+        return
     result = record["result"]
     detail = f"teacher logits {record['teacher_logits']}, " if "teacher_logits" in record else ""
     print(
         f"{record['stage']}: {detail}{result['steps']} steps ({result['steps_this_run']} this run) on "
         f"{result['world_size']} process(es) at {result['precision']}, loss {result['first_step_loss']:.4g} -> "
-        f"{result['last_step_loss']:.4g}, {result['samples_per_s']} samples/s, {_wall(result)} -> "
-        f"{record.get('output_dir', '')}".rstrip(" ->"),
+        f"{result['last_step_loss']:.4g}, {result['samples_per_s']} samples/s, {_wall(result)} -> {job.output_dir}",
         file=sys.stderr,
     )
 
@@ -536,12 +539,7 @@ def _run_distill(args: argparse.Namespace) -> int:
         logits_cache=args.logits_cache or "",
         checkpoint_dir=args.checkpoint_dir,
     )
-    record = _launch(job, args)
-    if args.stage == "teacher_logits":
-        state = "from the cache" if record["cached"] else "computed"
-        print(f"teacher_logits: {record['features']} features {state} -> {args.logits_cache}", file=sys.stderr)
-    else:
-        _report({**record, "output_dir": args.output})
+    _report(job, _launch(job, args))
     return 0
 
 
@@ -563,11 +561,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from distilqa.distill.config import StageJob
 
     job = StageJob.read(args.job)
-    record = _launch(job, args)
-    if job.stage == "teacher_logits":
-        print(f"teacher_logits: {record['features']} features -> {job.logits_cache}", file=sys.stderr)
-    else:
-        _report({**record, "output_dir": job.output_dir})
+    _report(job, _launch(job, args))
     return 0
 
 

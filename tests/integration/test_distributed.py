@@ -207,8 +207,10 @@ def test_s2b_killed_under_ddp_resumes_from_s3_to_the_same_weights(models, dev_sl
     assert not (tmp_path / "other" / "model.safetensors").exists()
 
 
-def _node(rank: int, port: int, out: Path, models, data, *extra: str) -> subprocess.Popen:
+def _node(rank: int, port: int, out: Path, models, data, *extra: str, cwd: Path | None = None) -> subprocess.Popen:
     """One "node" of a two-node job: its own launcher with one process, meeting node 0 on loopback."""
+    train = ["--epochs", "1", "--batch-size", "16", "--per-device-batch-size", "8"]
+    launch = ["--nproc-per-node", "1", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1"]
     cmd = [
         DISTILQA,
         "finetune",
@@ -217,20 +219,8 @@ def _node(rank: int, port: int, out: Path, models, data, *extra: str) -> subproc
         "-o",
         str(out),
         *WINDOW,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--per-device-batch-size",
-        "8",
-        "--nproc-per-node",
-        "1",
-        "--nnodes",
-        "2",
-        "--node-rank",
-        str(rank),
-        "--master-addr",
-        "127.0.0.1",
+        *train,
+        *launch,
         "--master-port",
         str(port),
         *extra,
@@ -238,7 +228,7 @@ def _node(rank: int, port: int, out: Path, models, data, *extra: str) -> subproc
     # both "nodes" share this machine's cores: one thread each, as torchrun gives each of 2 processes on one node,
     # so the two layouts also do the same floating-point work
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
 
 
 def test_two_nodes_of_one_process_train_as_one_node_of_two(models, dev_slice_file, tmp_path):
@@ -293,37 +283,7 @@ def test_ranks_that_read_different_data_stop_with_one_message(models, dev_set, t
             SquadDataset([Article(a.title, a.paragraphs[:3]) for a in articles]), tmp_path / f"node{rank}/t.json"
         )
     port = free_port()
-    nodes = []
-    for rank in (0, 1):
-        cmd = [
-            DISTILQA,
-            "finetune",
-            str(models["teacher"]),
-            "t.json",
-            "-o",
-            str(tmp_path / "out"),
-            *WINDOW,
-            "--batch-size",
-            "16",
-            "--per-device-batch-size",
-            "8",
-            "--nproc-per-node",
-            "1",
-            "--nnodes",
-            "2",
-            "--node-rank",
-            str(rank),
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(port),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        nodes.append(
-            subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path / f"node{rank}"
-            )
-        )
+    nodes = [_node(rank, port, tmp_path / "out", models, "t.json", cwd=tmp_path / f"node{rank}") for rank in (0, 1)]
     outputs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, stderr) in zip(nodes, outputs, strict=True):
         assert node.returncode == 2, stderr[-2000:]
