@@ -19,7 +19,8 @@ def tracking_uri(configured: str = "") -> str:
 def stage_run(uri: str, parent_run_id: str, stage: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
     """A nested MLflow run for one stage (or nothing when no tracking URI); logs its wall time.
 
-    MLFLOW_TRACKING_URI is set for the duration so the trainer's own logger writes into this run.
+    MLFLOW_TRACKING_URI is set for the duration; a training step passes the run's id in its job, so
+    rank 0 of the processes it starts logs into this run.
     """
     if not uri:
         t0 = time.perf_counter()
