@@ -380,6 +380,11 @@ def _add_train_args(
     for cls in settings:
         add_arguments(group, cls, exclude=exclude, seen=seen)
     p.add_argument("--checkpoint-dir", default="", help="checkpoints: a directory or s3:// prefix (default: OUTPUT)")
+    p.add_argument(
+        "--write-job",
+        metavar="JOB.yaml",
+        help="only write the stage's job file (run it later with `distilqa train` or torchrun on each node)",
+    )
     _add_launch_args(p)
 
 
@@ -442,14 +447,19 @@ def _run_finetune(args: argparse.Namespace) -> int:
         model=args.model,
         checkpoint_dir=args.checkpoint_dir,
     )
-    _report(job, _launch(job, args))
+    _launch_or_write(job, args)
     return 0
 
 
-def _launch(job: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _launch_or_write(job: Any, args: argparse.Namespace) -> None:
+    """Run the stage and report it, or with --write-job only write its validated job file."""
+    if getattr(args, "write_job", None):
+        job.write(args.write_job)
+        print(f"{job.stage}: job written to {args.write_job}", file=sys.stderr)
+        return
     from distilqa.distill.launch import launch
 
-    return launch(job, _launch_config(args))
+    _report(job, launch(job, _launch_config(args)))
 
 
 def _report(job: Any, record: dict[str, Any]) -> None:
@@ -539,7 +549,7 @@ def _run_distill(args: argparse.Namespace) -> int:
         logits_cache=args.logits_cache or "",
         checkpoint_dir=args.checkpoint_dir,
     )
-    _report(job, _launch(job, args))
+    _launch_or_write(job, args)
     return 0
 
 
@@ -561,7 +571,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from distilqa.distill.config import StageJob
 
     job = StageJob.read(args.job)
-    _report(job, _launch(job, args))
+    _launch_or_write(job, args)
     return 0
 
 

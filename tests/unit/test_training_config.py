@@ -123,3 +123,16 @@ def test_a_checkpoint_exists_only_once_committed(tmp_path):
     store.write_meta(40, {"step": 40})
     store.prune(keep=2)
     assert store.all_steps() == [30, 40]
+
+
+def test_the_cli_writes_the_job_it_would_run(tmp_path):
+    """--write-job: the validated job, to run later on every node (`distilqa train` or torchrun)."""
+    path = tmp_path / "job.yaml"
+    args = ["distill", "--stage", "prediction", "--teacher", "t/", "--student", "s/", "train.json", "-o", "out/"]
+    result = run_cli(*args, "--lr", "1e-4", "--teacher-precision", "bf16", "--write-job", str(path))
+    assert result.returncode == 0, result.stderr
+    job = StageJob.read(path)
+    assert (job.stage, job.train.lr, job.train.teacher_precision, job.teacher) == ("prediction", 1e-4, "bf16", "t/")
+    assert not (tmp_path / "out").exists()
+    assert_clean_failure(run_cli(*args, "--warmup-ratio", "1.5", "--write-job", str(tmp_path / "bad.yaml")), "warmup")
+    assert not (tmp_path / "bad.yaml").exists()
