@@ -16,8 +16,13 @@ def run_augment_shard(train_path: str, augment: dict, mlm_model: str, shard: int
     a = build_section("augment", augment)
     config = AugmentConfig(a.factor, a.replace_prob, a.candidates, a.seed)
     source = MLMSource(resolve_location(a.mlm_model or mlm_model))
-    result, stats = augment_dataset(load_squad(train_path), config, source, Shard(shard, a.shards),
-                                    progress_bar(f"augment {shard}/{a.shards}", "paragraph"))  # fmt: skip
+    result, stats = augment_dataset(
+        load_squad(train_path),
+        config,
+        source,
+        Shard(shard, a.shards),
+        progress_bar(f"augment {shard}/{a.shards}", "paragraph"),
+    )
     write_squad(result, out_path)
     return stats.to_json()
 
@@ -32,8 +37,9 @@ def run_augment_merge(shard_paths: list[str], out_path: str) -> int:
 
 
 @component(base_image=BASE_IMAGE)
-def augment_shard_op(train: dsl.Input[dsl.Dataset], augment: dict, mlm_model: str, shard: int,
-                     out: dsl.Output[dsl.Dataset]):  # fmt: skip
+def augment_shard_op(
+    train: dsl.Input[dsl.Dataset], augment: dict, mlm_model: str, shard: int, out: dsl.Output[dsl.Dataset]
+):
     from distilqa.components.augment import run_augment_shard
 
     stats = run_augment_shard(train.path, augment, mlm_model, shard, out.path)

@@ -39,15 +39,22 @@ def storage_uri(source: str, artifacts_destination: str) -> str:
 
 
 def canary_spec(d: dict, image: str, uri: str, name: str) -> dict:
-    container = {"name": "kserve-container", "image": image,
-                 "args": ["/mnt/models", "--host", "0.0.0.0", "--port", "8080", "--name", name, "--precision", d["precision"]],
-                 "env": [{"name": "STORAGE_URI", "value": uri}], "ports": [{"containerPort": 8080, "protocol": "TCP"}]}  # fmt: skip
-    return {"trafficPercent": d["canary_percent"],
-            "predictor": {"name": "challenger", "serviceAccountName": d["service_account"], "containers": [container]}}  # fmt: skip
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "args": ["/mnt/models", "--host", "0.0.0.0", "--port", "8080", "--name", name, "--precision", d["precision"]],
+        "env": [{"name": "STORAGE_URI", "value": uri}],
+        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+    }
+    return {
+        "trafficPercent": d["canary_percent"],
+        "predictor": {"name": "challenger", "serviceAccountName": d["service_account"], "containers": [container]},
+    }
 
 
-def run_deploy_local(version: str, dev_path: str, predictions_path: str, deploy: dict, registry: dict,
-                     tracking: dict, log_path: str) -> tuple[bool, str, str]:  # fmt: skip
+def run_deploy_local(
+    version: str, dev_path: str, predictions_path: str, deploy: dict, registry: dict, tracking: dict, log_path: str
+) -> tuple[bool, str, str]:
     import json
 
     from distilqa.pipelines.profile import build_section
@@ -69,8 +76,9 @@ def run_deploy_local(version: str, dev_path: str, predictions_path: str, deploy:
     return False, f"{detail}; champion unchanged", url
 
 
-def run_deploy_cluster(version: str, dev_path: str, predictions_path: str, deploy: dict, registry: dict,
-                       resources: dict, tracking: dict) -> tuple[bool, str, str]:  # fmt: skip
+def run_deploy_cluster(
+    version: str, dev_path: str, predictions_path: str, deploy: dict, registry: dict, resources: dict, tracking: dict
+) -> tuple[bool, str, str]:
     import json
     import time
 
@@ -104,9 +112,16 @@ def run_deploy_cluster(version: str, dev_path: str, predictions_path: str, deplo
 
 
 @component(base_image=BASE_IMAGE)
-def deploy_op(version: str, dev: dsl.Input[dsl.Dataset], predictions: dsl.Input[dsl.Artifact], deploy: dict,
-              registry: dict, resources: dict, tracking: dict, log: dsl.Output[dsl.Artifact],
-              ) -> NamedTuple("Outputs", promoted=bool, detail=str, url=str):  # fmt: skip
+def deploy_op(
+    version: str,
+    dev: dsl.Input[dsl.Dataset],
+    predictions: dsl.Input[dsl.Artifact],
+    deploy: dict,
+    registry: dict,
+    resources: dict,
+    tracking: dict,
+    log: dsl.Output[dsl.Artifact],
+) -> NamedTuple("Outputs", promoted=bool, detail=str, url=str):
     from collections import namedtuple
 
     from distilqa.components.deploy import run_deploy_cluster, run_deploy_local
@@ -115,10 +130,12 @@ def deploy_op(version: str, dev: dsl.Input[dsl.Dataset], predictions: dsl.Input[
         print("deploy: nothing to deploy (no version was registered)")
         return namedtuple("Outputs", ["promoted", "detail", "url"])(False, "no version registered", "")
     if deploy.get("mode", "local") == "cluster":
-        promoted, detail, url = run_deploy_cluster(version, dev.path, predictions.path, deploy, registry, resources,
-                                                   tracking)  # fmt: skip
+        promoted, detail, url = run_deploy_cluster(
+            version, dev.path, predictions.path, deploy, registry, resources, tracking
+        )
     else:
-        promoted, detail, url = run_deploy_local(version, dev.path, predictions.path, deploy, registry, tracking,
-                                                 log.path)  # fmt: skip
+        promoted, detail, url = run_deploy_local(
+            version, dev.path, predictions.path, deploy, registry, tracking, log.path
+        )
     print(f"deploy: {'promoted' if promoted else 'rolled back'}: {detail}")
     return namedtuple("Outputs", ["promoted", "detail", "url"])(promoted, detail, url)

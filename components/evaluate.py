@@ -10,8 +10,9 @@ from distilqa.components import BASE_IMAGE, component
 from kfp import dsl
 
 
-def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy: dict, eval_path: str,
-                 predictions_path: str) -> dict:  # fmt: skip
+def run_evaluate(
+    model_dir: str, dev_path: str, window: dict, gate: dict, deploy: dict, eval_path: str, predictions_path: str
+) -> dict:
     import json
     import statistics
     import time
@@ -30,8 +31,7 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
     model = QAModel.load(model_dir, d.precision)
     batch = parallel_batch()  # the thread layout of `distilqa predict` and of the server: the same answers
     t0 = time.perf_counter()
-    answers = model.answer(examples, w, DecodeConfig(), batch,
-                           progress=progress_bar("evaluate", "window"))  # fmt: skip
+    answers = model.answer(examples, w, DecodeConfig(), batch, progress=progress_bar("evaluate", "window"))
     seconds = time.perf_counter() - t0
     preds = {e.id: a.text for e, a in zip(examples, answers, strict=True)}
     result = evaluate(dataset, preds)
@@ -53,9 +53,16 @@ def run_evaluate(model_dir: str, dev_path: str, window: dict, gate: dict, deploy
 
 
 @component(base_image=BASE_IMAGE)
-def evaluate_op(model: dsl.Input[dsl.Model], dev: dsl.Input[dsl.Dataset], window: dict, gate: dict, deploy: dict,
-                metrics: dsl.Output[dsl.Metrics], evaluation: dsl.Output[dsl.Artifact],
-                predictions: dsl.Output[dsl.Artifact]) -> NamedTuple("Outputs", f1=float, exact=float, p95_ms=float):  # fmt: skip
+def evaluate_op(
+    model: dsl.Input[dsl.Model],
+    dev: dsl.Input[dsl.Dataset],
+    window: dict,
+    gate: dict,
+    deploy: dict,
+    metrics: dsl.Output[dsl.Metrics],
+    evaluation: dsl.Output[dsl.Artifact],
+    predictions: dsl.Output[dsl.Artifact],
+) -> NamedTuple("Outputs", f1=float, exact=float, p95_ms=float):
     from collections import namedtuple
 
     from distilqa.components.evaluate import run_evaluate

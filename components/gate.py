@@ -31,17 +31,33 @@ def model_card(name: str, evaluation: dict, passed: bool, reason: str, provenanc
     e = evaluation
     row = lambda k: f"{e[k]:.2f}" if k in e else "n/a"  # noqa: E731
     lines = [
-        f"# {name}", "", f"**Gate: {'PASSED' if passed else 'FAILED'}** — {reason}", "",
-        "## Performance (SQuAD 2.0 official evaluation, untuned no-answer threshold)", "",
-        "| metric | value |", "|---|---:|",
-        f"| exact | {row('exact')} |", f"| f1 | {row('f1')} |", f"| total | {e.get('total', 'n/a')} |",
-        f"| HasAns_exact | {row('HasAns_exact')} |", f"| HasAns_f1 | {row('HasAns_f1')} |",
-        f"| HasAns_total | {e.get('HasAns_total', 'n/a')} |", f"| NoAns_exact | {row('NoAns_exact')} |",
-        f"| NoAns_f1 | {row('NoAns_f1')} |", f"| NoAns_total | {e.get('NoAns_total', 'n/a')} |",
+        f"# {name}",
+        "",
+        f"**Gate: {'PASSED' if passed else 'FAILED'}** — {reason}",
+        "",
+        "## Performance (SQuAD 2.0 official evaluation, untuned no-answer threshold)",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| exact | {row('exact')} |",
+        f"| f1 | {row('f1')} |",
+        f"| total | {e.get('total', 'n/a')} |",
+        f"| HasAns_exact | {row('HasAns_exact')} |",
+        f"| HasAns_f1 | {row('HasAns_f1')} |",
+        f"| HasAns_total | {e.get('HasAns_total', 'n/a')} |",
+        f"| NoAns_exact | {row('NoAns_exact')} |",
+        f"| NoAns_f1 | {row('NoAns_f1')} |",
+        f"| NoAns_total | {e.get('NoAns_total', 'n/a')} |",
         f"| latency p50 / p95 (ms, 1 question) | {row('latency_p50_ms')} / {row('latency_p95_ms')} |",
-        f"| questions/s (batched) | {row('questions_per_s')} |", "", "## Provenance", "",
-        "| | |", "|---|---|", *[f"| {k} | `{v}` |" for k, v in provenance.items()], "",
-    ]  # fmt: skip
+        f"| questions/s (batched) | {row('questions_per_s')} |",
+        "",
+        "## Provenance",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | `{v}` |" for k, v in provenance.items()],
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -53,13 +69,23 @@ def provenance(models: dict, train_checksum: str, dev_checksum: str, kfp_run_id:
         "prediction_teacher": models.get("prediction_teacher", ""),
         "general_teacher": models.get("general_teacher", "") or "(skipped: student backbone given)",
         "student_backbone": models.get("student_backbone", ""),
-        "train_data_checksum": train_checksum, "dev_data_checksum": dev_checksum,
-        "code_version": code_version(), "kfp_run_id": kfp_run_id,
-    }  # fmt: skip
+        "train_data_checksum": train_checksum,
+        "dev_data_checksum": dev_checksum,
+        "code_version": code_version(),
+        "kfp_run_id": kfp_run_id,
+    }
 
 
-def run_gate(f1: float, p95_ms: float, eval_path: str, gate: dict, registry: dict, tracking: dict,
-             provenance: dict, report_path: str) -> tuple[bool, str]:  # fmt: skip
+def run_gate(
+    f1: float,
+    p95_ms: float,
+    eval_path: str,
+    gate: dict,
+    registry: dict,
+    tracking: dict,
+    provenance: dict,
+    report_path: str,
+) -> tuple[bool, str]:
     import json
 
     from distilqa.pipelines.profile import build_section
@@ -94,9 +120,19 @@ def run_gate(f1: float, p95_ms: float, eval_path: str, gate: dict, registry: dic
 
 
 @component(base_image=BASE_IMAGE)
-def gate_op(f1: float, p95_ms: float, evaluation: dsl.Input[dsl.Artifact], gate: dict, registry: dict, tracking: dict,
-            models: dict, train_checksum: str, dev_checksum: str, kfp_run_id: str,
-            report: dsl.Output[dsl.Markdown]) -> NamedTuple("Outputs", passed=bool, decision=str, reason=str):  # fmt: skip
+def gate_op(
+    f1: float,
+    p95_ms: float,
+    evaluation: dsl.Input[dsl.Artifact],
+    gate: dict,
+    registry: dict,
+    tracking: dict,
+    models: dict,
+    train_checksum: str,
+    dev_checksum: str,
+    kfp_run_id: str,
+    report: dsl.Output[dsl.Markdown],
+) -> NamedTuple("Outputs", passed=bool, decision=str, reason=str):
     from collections import namedtuple
 
     from distilqa.components.gate import provenance, run_gate

@@ -20,8 +20,10 @@ def run_ingest(data: dict, train_path: str, dev_path: str) -> dict:
 
     d = build_section("data", data)
     out = {}
-    for split, uri, articles, path in (("train", d.train, d.train_articles, train_path),
-                                       ("dev", d.dev, d.dev_articles, dev_path)):  # fmt: skip
+    for split, uri, articles, path in (
+        ("train", d.train, d.train_articles, train_path),
+        ("dev", d.dev, d.dev_articles, dev_path),
+    ):
         dataset = load_squad(resolve_data(uri))
         if articles:
             start, stop = article_range(articles, f"data.{split}_articles")

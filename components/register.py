@@ -7,8 +7,16 @@ from distilqa.components import BASE_IMAGE, component
 from kfp import dsl
 
 
-def run_register(model_dir: str, eval_path: str, report_path: str, window: dict, deploy: dict, registry: dict,
-                 tracking: dict, provenance: dict) -> str:  # fmt: skip
+def run_register(
+    model_dir: str,
+    eval_path: str,
+    report_path: str,
+    window: dict,
+    deploy: dict,
+    registry: dict,
+    tracking: dict,
+    provenance: dict,
+) -> str:
     import json
     from dataclasses import asdict
 
@@ -24,14 +32,34 @@ def run_register(model_dir: str, eval_path: str, report_path: str, window: dict,
         **{k: f"{evaluation[k]:.4f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in evaluation},
     }
     tags["latency_p95_ms"] = str(evaluation.get("latency_p95_ms", ""))
-    return register(client(tracking.get("uri", "")), r.model_name, model_dir, window, d.precision, tags,
-                    {"eval": eval_path, "card": report_path}, tracking.get("parent_run_id", ""))  # fmt: skip
+    return register(
+        client(tracking.get("uri", "")),
+        r.model_name,
+        model_dir,
+        window,
+        d.precision,
+        tags,
+        {"eval": eval_path, "card": report_path},
+        tracking.get("parent_run_id", ""),
+    )
 
 
 @component(base_image=BASE_IMAGE)
-def register_op(passed: bool, reason: str, model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], report: dsl.Input[dsl.Markdown],
-                window: dict, deploy: dict, registry: dict, tracking: dict, models: dict, train_checksum: str,
-                dev_checksum: str, kfp_run_id: str) -> NamedTuple("Outputs", version=str):  # fmt: skip
+def register_op(
+    passed: bool,
+    reason: str,
+    model: dsl.Input[dsl.Model],
+    evaluation: dsl.Input[dsl.Artifact],
+    report: dsl.Input[dsl.Markdown],
+    window: dict,
+    deploy: dict,
+    registry: dict,
+    tracking: dict,
+    models: dict,
+    train_checksum: str,
+    dev_checksum: str,
+    kfp_run_id: str,
+) -> NamedTuple("Outputs", version=str):
     from collections import namedtuple
 
     from distilqa.components.gate import provenance

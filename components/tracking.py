@@ -10,8 +10,9 @@ def run_open_tracking(registry: dict, kfp_run_id: str, profile: str) -> dict:
 
     r = build_section("registry", registry)
     uri = tracking_uri(r.tracking_uri)
-    run_id = open_pipeline_run(uri, r.experiment, f"pipeline-{profile}",
-                               {"kfp.run_id": kfp_run_id, "distilqa.profile": profile})  # fmt: skip
+    run_id = open_pipeline_run(
+        uri, r.experiment, f"pipeline-{profile}", {"kfp.run_id": kfp_run_id, "distilqa.profile": profile}
+    )
     return {"uri": uri, "parent_run_id": run_id}
 
 

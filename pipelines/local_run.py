@@ -19,8 +19,10 @@ from typing import Any
 
 from distilqa.pipelines.profile import Profile, replace_section
 
-SMOKE_SHAPES = {"teacher-mlm": dict(num_layers=4, hidden_size=64, num_heads=4, seed=1),
-                "teacher-large-mlm": dict(num_layers=4, hidden_size=64, num_heads=4, seed=2)}  # fmt: skip
+SMOKE_SHAPES = {
+    "teacher-mlm": dict(num_layers=4, hidden_size=64, num_heads=4, seed=1),
+    "teacher-large-mlm": dict(num_layers=4, hidden_size=64, num_heads=4, seed=2),
+}
 
 
 def build_smoke_models(root: Path) -> dict[str, str]:
@@ -116,13 +118,29 @@ def collect_summary(profile: Profile, uri: str, stages: dict[str, float], total:
     c = MlflowClient(uri)
     name = profile.registry.model_name
     experiment = c.get_experiment_by_name(profile.registry.experiment)
-    runs = c.search_runs([experiment.experiment_id], filter_string=f"tags.`distilqa.profile` = '{profile.name}'",
-                         order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+    runs = c.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`distilqa.profile` = '{profile.name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     parent = runs[0]
-    evaluation = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=parent.info.run_id, artifact_path="gate/official_eval.json")).read_text())  # fmt: skip
-    official = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
-                "NoAns_total")  # fmt: skip
+    evaluation = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="gate/official_eval.json")
+        ).read_text()
+    )
+    official = (
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+    )
     passed = parent.data.tags.get("gate.passed") == "true"
     version, aliases = None, []
     versions = c.search_model_versions(f"name = '{name}'") if passed else []
@@ -153,10 +171,14 @@ def _parent_of(c: Any, run_id: str) -> str:
 
 def print_next_steps(summary: dict[str, Any], output_dir: str) -> None:
     uri = summary["tracking_uri"]
-    lines = [f"summary: {Path(output_dir) / 'summary.json'}",
-             f"gate: {'passed' if summary['gate']['passed'] else 'FAILED'}: {summary['gate']['reason']}"]  # fmt: skip
+    lines = [
+        f"summary: {Path(output_dir) / 'summary.json'}",
+        f"gate: {'passed' if summary['gate']['passed'] else 'FAILED'}: {summary['gate']['reason']}",
+    ]
     if summary["version"]:
-        lines.append(f"registered: {summary['registered_model']} version {summary['version']} "
-                     f"(aliases: {', '.join(summary['aliases']) or 'none'})")  # fmt: skip
+        lines.append(
+            f"registered: {summary['registered_model']} version {summary['version']} "
+            f"(aliases: {', '.join(summary['aliases']) or 'none'})"
+        )
     lines.append(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000")
     print("\n".join(lines), file=sys.stderr)

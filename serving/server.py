@@ -33,8 +33,14 @@ def add_playground(app: Any, name: str) -> None:
     app.add_api_route("/playground/", lambda: RedirectResponse("/playground"), methods=["GET"], include_in_schema=False)
 
 
-def serve(model_location: str, *, host: str = "127.0.0.1", port: int = 8080, name: str = "distilqa",
-          settings: ServeSettings | None = None) -> None:  # fmt: skip
+def serve(
+    model_location: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    name: str = "distilqa",
+    settings: ServeSettings | None = None,
+) -> None:
     argv, sys.argv = sys.argv, sys.argv[:1]  # kserve parses sys.argv at import time
     try:
         import kserve

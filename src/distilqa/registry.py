@@ -44,9 +44,15 @@ def champion_f1(c: Any, name: str) -> float | None:
 
 
 def register(
-    c: Any, name: str, model_dir: str, window: dict[str, Any], precision: str, tags: dict[str, str],
-    artifacts: dict[str, str], parent_run_id: str = "",
-) -> str:  # fmt: skip
+    c: Any,
+    name: str,
+    model_dir: str,
+    window: dict[str, Any],
+    precision: str,
+    tags: dict[str, str],
+    artifacts: dict[str, str],
+    parent_run_id: str = "",
+) -> str:
     """Log the model as a pyfunc in a run (nested under the pipeline run) and register it; returns the version."""
     import tempfile
 
@@ -58,14 +64,21 @@ def register(
         settings = Path(tmp) / "settings.json"
         settings.write_text(json.dumps({"window": window, "precision": precision}))
         experiment = c.get_run(parent_run_id).info.experiment_id if parent_run_id else None
-        with mlflow.start_run(run_name="register", parent_run_id=parent_run_id or None, nested=bool(parent_run_id),
-                              experiment_id=experiment):  # fmt: skip
+        with mlflow.start_run(
+            run_name="register",
+            parent_run_id=parent_run_id or None,
+            nested=bool(parent_run_id),
+            experiment_id=experiment,
+        ):
             for path in artifacts.values():
                 mlflow.log_artifact(path, artifact_path="evaluation")
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=ExtractiveQAModel(), signature=signature(),
-                artifacts={"model": model_dir, "settings": str(settings)}, registered_model_name=name,
-            )  # fmt: skip
+                name="model",
+                python_model=ExtractiveQAModel(),
+                signature=signature(),
+                artifacts={"model": model_dir, "settings": str(settings)},
+                registered_model_name=name,
+            )
     version = str(info.registered_model_version)
     for key, value in tags.items():
         c.set_model_version_tag(name, version, key, str(value))
@@ -80,8 +93,11 @@ def model_dir_of(c: Any, name: str, version: str, dest: str | os.PathLike[str] |
     _existing_version(c, name, version)
     if dest:
         Path(dest).mkdir(parents=True, exist_ok=True)
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                     dst_path=str(dest) if dest else None))  # fmt: skip
+    root = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(dest) if dest else None
+        )
+    )
     found = sorted(p.parent for p in (root / "artifacts").glob("*/config.json"))  # mlflow keeps the dir's name
     local = found[0] if found else root / "artifacts" / "model"
     if not (local / "config.json").is_file():

@@ -34,8 +34,13 @@ def stage_run(uri: str, parent_run_id: str, stage: str, params: dict[str, Any] |
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     try:
-        with mlflow.start_run(run_id=None, run_name=stage, parent_run_id=parent_run_id or None,
-                              nested=bool(parent_run_id), experiment_id=_experiment_of(parent_run_id)) as run:  # fmt: skip
+        with mlflow.start_run(
+            run_id=None,
+            run_name=stage,
+            parent_run_id=parent_run_id or None,
+            nested=bool(parent_run_id),
+            experiment_id=_experiment_of(parent_run_id),
+        ) as run:
             mlflow.set_tag("distilqa.stage", stage)
             if params:
                 mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})

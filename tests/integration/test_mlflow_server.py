@@ -55,12 +55,38 @@ def postgres() -> Iterator[dict[str, str]]:
         shutil.chown(root, "postgres")
         shutil.chown(sock, "postgres")
         shutil.chown(pwfile, "postgres")
-    subprocess.run(as_postgres_user([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-                                     "--auth", "scram-sha-256", "-E", "UTF8"]), check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        as_postgres_user(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     log = root / "server.log"
-    start = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-             f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"]  # fmt: skip
+    start = [
+        pg_bin("pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(log),
+        "-w",
+        "-o",
+        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
+        "start",
+    ]
     subprocess.run(as_postgres_user(start), check=True, capture_output=True)
     try:
         import psycopg2
@@ -86,26 +112,57 @@ def postgres() -> Iterator[dict[str, str]]:
 def mlflow_server(postgres, s3_server, tmp_path_factory) -> Iterator[dict[str, str]]:
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)  # fmt: skip
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=BUCKET)
     root = tmp_path_factory.mktemp("mlflow-server")
     db = f"postgresql+psycopg2://{DB[0]}:{DB[1]}@{postgres['host']}:{postgres['port']}"
     ini = root / "basic_auth.ini"
-    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/mlflow_auth\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+    ini.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/mlflow_auth\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
     port = free_port()
-    env = {**os.environ, **s3_server, "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"],
-           "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
-           "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-flask-key"}  # fmt: skip
+    env = {
+        **os.environ,
+        **s3_server,
+        "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"],
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-flask-key",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"{db}/mlflow", "--artifacts-destination", f"s3://{BUCKET}/artifacts",
-         "--serve-artifacts", "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}", "--app-name", "basic-auth",
-         "--workers", "1"],  # fmt: skip
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"{db}/mlflow",
+            "--artifacts-destination",
+            f"s3://{BUCKET}/artifacts",
+            "--serve-artifacts",
+            "--allowed-hosts",
+            f"127.0.0.1:{port},localhost:{port}",
+            "--app-name",
+            "basic-auth",
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, proc, timeout=120)
         url = f"http://127.0.0.1:{port}"
@@ -142,8 +199,11 @@ def test_server_enforces_basic_auth_and_allowed_hosts(mlflow_server):
 
 
 def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_path):
-    env = {"MLFLOW_TRACKING_URI": mlflow_server["url"], "MLFLOW_TRACKING_USERNAME": ADMIN[0],
-           "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}  # fmt: skip
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server["url"],
+        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
+        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
+    }
     out = tmp_path / "run"
     result = run_cli("run", "--profile", "smoke", "--output-dir", str(out), env=env, timeout=900)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
@@ -165,8 +225,13 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
     # ... and every artifact (model files, eval JSON, model card) in the S3 bucket, through the server's proxy
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=mlflow_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=mlflow_server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -185,7 +250,7 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
         f"m = mlflow.pyfunc.load_model('models:/{summary['registered_model']}@champion')\n"
         "out = m.predict(pd.DataFrame([{'question': 'Who?', 'context': 'Nobody knows.'}]))\n"
         "print(list(out.columns), len(out))\n"
-    )  # fmt: skip
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], env=client_env, capture_output=True, text=True, timeout=300, cwd=tmp_path
     )

@@ -35,8 +35,24 @@ def trained(tmp_path_factory, dev_set, contexts):
     write_squad(SquadDataset([Article(a.title, a.paragraphs[:8]) for a in dev_set.articles[:6]]), data)
     train_tokenizer(contexts, work / "tok", "bpe", vocab_size=8000)
     random_qa_model(work / "tok", work / "init", num_layers=2, hidden_size=128, num_heads=4)
-    result = run_cli("finetune", str(work / "init"), str(data), "-o", str(work / "model"), *WINDOW, "--epochs", "8",
-                     "--batch-size", "16", "--per-device-batch-size", "16", "--lr", "2e-3", "--warmup-ratio", "0.1")  # fmt: skip
+    result = run_cli(
+        "finetune",
+        str(work / "init"),
+        str(data),
+        "-o",
+        str(work / "model"),
+        *WINDOW,
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--per-device-batch-size",
+        "16",
+        "--lr",
+        "2e-3",
+        "--warmup-ratio",
+        "0.1",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return work / "model", data
 

@@ -33,9 +33,13 @@ def test_load_squad_from_s3(bucket, dev_set):
 def test_eval_cli_reads_and_writes_s3(bucket, s3_server):
     client, name = bucket
     result = run_cli(
-        "eval", f"s3://{name}/squad2/dev-v2.0.json.gz", f"s3://{name}/runs/bert/pred.json",
-        "--out-file", f"s3://{name}/runs/bert/eval.json", env=s3_server,
-    )  # fmt: skip
+        "eval",
+        f"s3://{name}/squad2/dev-v2.0.json.gz",
+        f"s3://{name}/runs/bert/pred.json",
+        "--out-file",
+        f"s3://{name}/runs/bert/eval.json",
+        env=s3_server,
+    )
     assert result.returncode == 0, result.stderr
     written = json.loads(client.get_object(Bucket=name, Key="runs/bert/eval.json")["Body"].read())
     assert written == read_json(CONFORMANCE / "bert-single.expected.json")
@@ -50,8 +54,13 @@ def test_missing_s3_object_and_bucket(bucket, s3_server):
 
 
 def test_s3_endpoint_down_is_a_clear_error(tmp_path):
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
     result = run_cli("eval", "s3://bucket/dev.json", str(CONFORMANCE / "bert-single.predictions.json"), env=env)
     assert_clean_failure(result, "s3://bucket/dev.json", "cannot read")
 

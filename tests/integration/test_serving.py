@@ -42,9 +42,20 @@ def start_server(model_dir, log: Path, *extra: str) -> tuple[str, int, subproces
 def server(tiny_roberta_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     base, port, proc = start_server(
-        tiny_roberta_dir, log, "--name", "tiny", *WINDOW, "--max-wait-ms", "50", "--max-instances", "30",
-        "--max-context-chars", "5000", "--price-per-second", str(PRICE),
-    )  # fmt: skip
+        tiny_roberta_dir,
+        log,
+        "--name",
+        "tiny",
+        *WINDOW,
+        "--max-wait-ms",
+        "50",
+        "--max-instances",
+        "30",
+        "--max-context-chars",
+        "5000",
+        "--price-per-second",
+        str(PRICE),
+    )
     yield base, port, proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -268,8 +279,18 @@ def test_stops_cleanly(tiny_roberta_dir, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_same_precision_same_answers_as_predict(tiny_roberta_dir, dev_slice_file, tmp_path, precision):
     pred_file = tmp_path / "pred.json"
-    result = run_cli("predict", str(tiny_roberta_dir), str(dev_slice_file), "-o", str(pred_file), *WINDOW,
-                     "--precision", precision, "--limit", "24")  # fmt: skip
+    result = run_cli(
+        "predict",
+        str(tiny_roberta_dir),
+        str(dev_slice_file),
+        "-o",
+        str(pred_file),
+        *WINDOW,
+        "--precision",
+        precision,
+        "--limit",
+        "24",
+    )
     assert result.returncode == 0, result.stderr
     assert f"{precision};" in result.stderr
     predicted = json.loads(pred_file.read_text())

@@ -213,8 +213,23 @@ def test_cli_rejects_bad_inputs(tmp_path, glove_file):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "", "qas": []}]}]}))
     assert_clean_failure(run_cli("augment", str(bad), out, "--glove", str(glove_file[0])), "empty context")
-    bad.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "A b c.", "qas": [
-        {"id": "x", "question": "q?", "answers": [{"text": "zzz", "answer_start": 0}]}]}]}]}))  # fmt: skip
+    bad.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "title": "T",
+                        "paragraphs": [
+                            {
+                                "context": "A b c.",
+                                "qas": [{"id": "x", "question": "q?", "answers": [{"text": "zzz", "answer_start": 0}]}],
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     assert_clean_failure(run_cli("augment", str(bad), out, "--glove", str(glove_file[0])), "x", "does not occur")
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "Alpha beta gamma.", "qas": []}]}]}))

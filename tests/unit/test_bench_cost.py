@@ -15,8 +15,14 @@ def test_flop_count_matches_the_training_benchmark_on_a_real_model():
 
     from distilqa.bench.train_speed import forward_flops_per_token
 
-    config = RobertaConfig(vocab_size=1000, hidden_size=96, num_hidden_layers=3, num_attention_heads=4,
-                           intermediate_size=384, max_position_embeddings=514)  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=1000,
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=384,
+        max_position_embeddings=514,
+    )
     model = RobertaForQuestionAnswering(config)
     ours = Encoder(3, 96, 384).forward_flops_per_token(384)
     assert ours == pytest.approx(forward_flops_per_token(model, 384), rel=0.01)  # the QA head is the difference
@@ -43,8 +49,14 @@ def test_cost_table_scales_with_mfu_and_skips_s1_for_a_ready_student(tmp_path):
 
 def test_mfu_comes_from_a_gpu_benchmark_when_given(tmp_path):
     bench = tmp_path / "bench-train.json"
-    bench.write_text(json.dumps([{"stage": "s2a", "device": "Tesla V100-SXM2-16GB", "mfu_vs_datasheet": 0.42},
-                                 {"stage": "s2b", "device": "Tesla V100-SXM2-16GB", "mfu_vs_datasheet": 0.5}]))  # fmt: skip
+    bench.write_text(
+        json.dumps(
+            [
+                {"stage": "s2a", "device": "Tesla V100-SXM2-16GB", "mfu_vs_datasheet": 0.42},
+                {"stage": "s2b", "device": "Tesla V100-SXM2-16GB", "mfu_vs_datasheet": 0.5},
+            ]
+        )
+    )
     result = run_cli("bench", "cost", "--bench-json", str(bench))
     assert result.returncode == 0 and "MFU 42% measured on V100" in result.stdout
     cpu_only = tmp_path / "cpu.json"
@@ -52,8 +64,15 @@ def test_mfu_comes_from_a_gpu_benchmark_when_given(tmp_path):
     assert_clean_failure(run_cli("bench", "cost", "--bench-json", str(cpu_only)), "no V100 measurement")
 
 
-@pytest.mark.parametrize("args, message", [(["--mfu", "0"], "--mfu"), (["--mfu", "1.5"], "--mfu"),
-                                           (["--pool", "p9.huge"], "--pool"), (["--price", "-1"], "--price"),
-                                           (["--set", "intermediate.lr=-1"], "lr")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mfu", "0"], "--mfu"),
+        (["--mfu", "1.5"], "--mfu"),
+        (["--pool", "p9.huge"], "--pool"),
+        (["--price", "-1"], "--price"),
+        (["--set", "intermediate.lr=-1"], "lr"),
+    ],
+)
 def test_bad_cost_arguments_are_clean_errors(args, message):
     assert_clean_failure(run_cli("bench", "cost", *args), message)

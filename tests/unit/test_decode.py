@@ -51,8 +51,9 @@ def _brute_force(feats, logits, config):
 def test_matches_brute_force(seed, threshold):
     rng = np.random.default_rng(seed)
     feats, logits = _features(rng, starts=[0, 15, 30, 45], window_len=20)
-    config = DecodeConfig(n_best=int(rng.integers(3, 21)), max_answer_length=int(rng.integers(1, 8)),
-                          null_score_diff_threshold=threshold)  # fmt: skip
+    config = DecodeConfig(
+        n_best=int(rng.integers(3, 21)), max_answer_length=int(rng.integers(1, 8)), null_score_diff_threshold=threshold
+    )
     answer = decode_question(CONTEXT, feats, logits, config)
     text, null, best = _brute_force(feats, logits, config)
     assert answer.text == text

@@ -19,8 +19,14 @@ def _bert(layers: int = 4, width: int = 32, heads: int = 4, seed: int = 0):
     from transformers import BertConfig, BertForQuestionAnswering
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=100, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * width, max_position_embeddings=64)  # fmt: skip
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * width,
+        max_position_embeddings=64,
+    )
     return BertForQuestionAnswering(config).eval()
 
 
@@ -110,8 +116,15 @@ def test_impossible_students_are_refused(spec, message):
 def teacher_dir(tmp_path_factory, bpe_tokenizer_dir):
     from distilqa.local_models import random_model
 
-    return random_model(bpe_tokenizer_dir, tmp_path_factory.mktemp("s1") / "teacher", "mlm", num_layers=4,
-                        hidden_size=64, num_heads=4, seed=2)  # fmt: skip
+    return random_model(
+        bpe_tokenizer_dir,
+        tmp_path_factory.mktemp("s1") / "teacher",
+        "mlm",
+        num_layers=4,
+        hidden_size=64,
+        num_heads=4,
+        seed=2,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +140,20 @@ TRAIN = ["--epochs", "2", "--batch-size", "8", "--per-device-batch-size", "4", "
 
 
 def s1(teacher, corpus, out, *extra):
-    return run_cli("distill", "--stage", "general", "--teacher", str(teacher), str(corpus), "-o", str(out),
-                   *TRAIN, "--student-layers", "2", *extra)  # fmt: skip
+    return run_cli(
+        "distill",
+        "--stage",
+        "general",
+        "--teacher",
+        str(teacher),
+        str(corpus),
+        "-o",
+        str(out),
+        *TRAIN,
+        "--student-layers",
+        "2",
+        *extra,
+    )
 
 
 @pytest.mark.parametrize("init", ["teacher-layers", "random"])
@@ -154,15 +179,34 @@ def test_general_distillation_trains_a_student_on_plain_text(teacher_dir, corpus
 def test_general_distillation_reads_a_corpus_from_s3(teacher_dir, corpus_dir, tmp_path, s3_server):
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=s3_server["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket="corpus")
     for f in sorted(corpus_dir.iterdir()):
         s3.put_object(Bucket="corpus", Key=f"pile/{f.name}", Body=f.read_bytes())
     env = {**s3_server, "DISTILQA_CACHE": str(tmp_path / "cache")}
     local = s1(teacher_dir, corpus_dir, tmp_path / "local", "--student-layers", "2", "--epochs", "1")
-    remote = run_cli("distill", "--stage", "general", "--teacher", str(teacher_dir), "s3://corpus/pile", "-o",
-                     str(tmp_path / "remote"), *TRAIN, "--student-layers", "2", "--epochs", "1", env=env)  # fmt: skip
+    remote = run_cli(
+        "distill",
+        "--stage",
+        "general",
+        "--teacher",
+        str(teacher_dir),
+        "s3://corpus/pile",
+        "-o",
+        str(tmp_path / "remote"),
+        *TRAIN,
+        "--student-layers",
+        "2",
+        "--epochs",
+        "1",
+        env=env,
+    )
     assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-2000:]
     a = json.loads((tmp_path / "local" / "training_record.json").read_text())
     b = json.loads((tmp_path / "remote" / "training_record.json").read_text())
@@ -190,14 +234,16 @@ def test_make_student_cli(tmp_path, tiny_roberta_dir):
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "s" / "config.json").read_text())["num_hidden_layers"] == 1
     assert (tmp_path / "s" / "tokenizer.json").exists()
-    assert_clean_failure(run_cli("make-student", str(tiny_roberta_dir), "-o", str(tmp_path / "x"), "--layers", "3"),
-                         "multiple")  # fmt: skip
+    assert_clean_failure(
+        run_cli("make-student", str(tiny_roberta_dir), "-o", str(tmp_path / "x"), "--layers", "3"), "multiple"
+    )
 
 
 def test_training_benchmark_runs_every_stage(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", "train", "--batch-size", "1", "--seq-len", "16", "--steps", "1", "--amp", "fp32",
-                     "--output", str(out))  # fmt: skip
+    result = run_cli(
+        "bench", "train", "--batch-size", "1", "--seq-len", "16", "--steps", "1", "--amp", "fp32", "--output", str(out)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [r["stage"] for r in rows] == ["s2a", "s2b", "logits"]

@@ -27,8 +27,21 @@ def models(tmp_path_factory, bpe_tokenizer_dir):
 
 
 def distill(models, teacher, student, data, out, *extra):
-    return run_cli("distill", "--stage", "intermediate", "--teacher", str(models[teacher]), "--student",
-                   str(models[student]), str(data), "-o", str(out), *WINDOW, *TRAIN, *extra)  # fmt: skip
+    return run_cli(
+        "distill",
+        "--stage",
+        "intermediate",
+        "--teacher",
+        str(models[teacher]),
+        "--student",
+        str(models[student]),
+        str(data),
+        "-o",
+        str(out),
+        *WINDOW,
+        *TRAIN,
+        *extra,
+    )
 
 
 def test_student_learns_the_teachers_internals(models, dev_slice_file, tmp_path):

@@ -41,10 +41,16 @@ def _by_hand(s_start, s_end, t_start, t_end, gold_start, gold_end, T, w):
 def _loss(s_start, s_end, t_start, t_end, gs, ge, T, w, mask=None):
     t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
     return prediction_layer_loss(
-        student_start_logits=t(s_start), student_end_logits=t(s_end), teacher_start_logits=t(t_start),
-        teacher_end_logits=t(t_end), start_positions=torch.tensor(gs), end_positions=torch.tensor(ge),
-        temperature=T, weight=w, attention_mask=mask,
-    )  # fmt: skip
+        student_start_logits=t(s_start),
+        student_end_logits=t(s_end),
+        teacher_start_logits=t(t_start),
+        teacher_end_logits=t(t_end),
+        start_positions=torch.tensor(gs),
+        end_positions=torch.tensor(ge),
+        temperature=T,
+        weight=w,
+        attention_mask=mask,
+    )
 
 
 @pytest.mark.parametrize(("T", "w"), [(1.5, 0.75), (1.0, 0.5), (3.0, 0.1)])
@@ -104,8 +110,16 @@ def test_prediction_loss_rejects_bad_arguments():
 def test_prediction_loss_gradients_flow_to_the_student_only():
     s = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
     t = torch.tensor([[3.0, 0.5, 1.0]], requires_grad=True)
-    loss = prediction_layer_loss(student_start_logits=s, student_end_logits=s, teacher_start_logits=t, teacher_end_logits=t,
-                                 start_positions=torch.tensor([1]), end_positions=torch.tensor([2]), temperature=1.5, weight=0.75)  # fmt: skip
+    loss = prediction_layer_loss(
+        student_start_logits=s,
+        student_end_logits=s,
+        teacher_start_logits=t,
+        teacher_end_logits=t,
+        start_positions=torch.tensor([1]),
+        end_positions=torch.tensor([2]),
+        temperature=1.5,
+        weight=0.75,
+    )
     loss.backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is not None  # the caller detaches the teacher (no_grad); the loss itself is symmetric in autograd
@@ -118,8 +132,15 @@ def _bert(layers: int, width: int, heads: int, seed: int = 0):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=100, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * width, max_position_embeddings=64, attn_implementation="eager")  # fmt: skip
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * width,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     return BertModel(config).eval()
 
 

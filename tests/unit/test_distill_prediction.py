@@ -49,8 +49,22 @@ def test_student_moves_toward_the_teacher_and_logits_are_cached(
     tiny_roberta_dir, teacher_dir, dev_slice_file, tmp_path
 ):
     cache = tmp_path / "cache"
-    common = ["distill", "--stage", "prediction", "--teacher", str(teacher_dir), "--student", str(tiny_roberta_dir),
-              str(dev_slice_file), *WINDOW, *TRAIN, "--distillation-weight", "1.0", "--logits-cache", str(cache)]  # fmt: skip
+    common = [
+        "distill",
+        "--stage",
+        "prediction",
+        "--teacher",
+        str(teacher_dir),
+        "--student",
+        str(tiny_roberta_dir),
+        str(dev_slice_file),
+        *WINDOW,
+        *TRAIN,
+        "--distillation-weight",
+        "1.0",
+        "--logits-cache",
+        str(cache),
+    ]
     first = run_cli(*common, "-o", str(tmp_path / "s1"))
     assert first.returncode == 0, first.stderr[-2000:]
     record = json.loads((tmp_path / "s1" / "training_record.json").read_text())
@@ -72,14 +86,36 @@ def test_student_moves_toward_the_teacher_and_logits_are_cached(
 
 
 def test_different_tokenizers_are_refused(tiny_roberta_dir, tiny_bert_dir, dev_slice_file, tmp_path):
-    result = run_cli("distill", "--stage", "prediction", "--teacher", str(tiny_bert_dir), "--student", str(tiny_roberta_dir),
-                     str(dev_slice_file), "-o", str(tmp_path / "x"), *WINDOW)  # fmt: skip
+    result = run_cli(
+        "distill",
+        "--stage",
+        "prediction",
+        "--teacher",
+        str(tiny_bert_dir),
+        "--student",
+        str(tiny_roberta_dir),
+        str(dev_slice_file),
+        "-o",
+        str(tmp_path / "x"),
+        *WINDOW,
+    )
     assert_clean_failure(result, "tokenizers differ")
 
 
 def test_bad_distillation_parameters(tiny_roberta_dir, teacher_dir, dev_slice_file, tmp_path):
-    base = ["distill", "--stage", "prediction", "--teacher", str(teacher_dir), "--student", str(tiny_roberta_dir),
-            str(dev_slice_file), "-o", str(tmp_path / "x"), *WINDOW]  # fmt: skip
+    base = [
+        "distill",
+        "--stage",
+        "prediction",
+        "--teacher",
+        str(teacher_dir),
+        "--student",
+        str(tiny_roberta_dir),
+        str(dev_slice_file),
+        "-o",
+        str(tmp_path / "x"),
+        *WINDOW,
+    ]
     assert_clean_failure(run_cli(*base, "--temperature", "0"), "temperature")
     assert_clean_failure(run_cli(*base, "--distillation-weight", "1.5"), "weight")
     unknown = run_cli(*base[:2], "pretrain", *base[3:])
@@ -101,8 +137,9 @@ def test_length_sorted_cache_matches_one_feature_at_a_time(teacher_dir, dev_slic
     assert len(set(lengths.tolist())) > 3, "the slice must mix lengths for the order to matter"
     teacher = AutoModelForQuestionAnswering.from_pretrained(teacher_dir)
     cpu = torch.device("cpu")
-    cached, hit = cached_teacher_logits(teacher, "fp", data, {}, batch_size=7, directory=tmp_path, device=cpu,
-                                        precision="fp32")  # fmt: skip
+    cached, hit = cached_teacher_logits(
+        teacher, "fp", data, {}, batch_size=7, directory=tmp_path, device=cpu, precision="fp32"
+    )
     assert not hit
     with torch.inference_mode():
         for i in range(len(lengths)):

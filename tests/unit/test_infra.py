@@ -68,8 +68,11 @@ def test_every_kustomization_builds(built):
 
 
 def kubernetes_validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("kubernetes-validate"), "--strict", "--no-warn", "-k", K8S_VERSION, str(path)],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--no-warn", "-k", K8S_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_core_kinds_pass_strict_validation(built):
@@ -80,7 +83,11 @@ def test_core_kinds_pass_strict_validation(built):
 
 def test_strict_validation_really_rejects_unknown_fields(tmp_path, built):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(built["manifests/overlays/onprem"].read_text().replace("runAsNonRoot: true", "runAsNonRoot: true\n        runAsRoot: false", 1))  # fmt: skip
+    bad.write_text(
+        built["manifests/overlays/onprem"]
+        .read_text()
+        .replace("runAsNonRoot: true", "runAsNonRoot: true\n        runAsRoot: false", 1)
+    )
     done = kubernetes_validate(bad)
     assert done.returncode != 0 and "runAsRoot" in done.stdout + done.stderr
 
@@ -116,8 +123,13 @@ def test_terraform_is_fmt_clean():
 
 def checkov(*args: str) -> dict:
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    done = subprocess.run([tool("checkov"), "--config-file", str(ROOT / ".checkov.yaml"), "-o", "json", *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [tool("checkov"), "--config-file", str(ROOT / ".checkov.yaml"), "-o", "json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     failed = [
@@ -189,8 +201,9 @@ def base(path: Path) -> Path:
 
 
 def test_no_credentials_anywhere_in_the_repository():
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()  # fmt: skip
+    tracked = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     files = [ROOT / f for f in tracked if not f.startswith(TEST_ONLY) and (ROOT / f).is_file()]
     assert len(files) > 100
     assert scan(files) == []
@@ -227,8 +240,11 @@ def test_every_namespace_with_workloads_denies_ingress_by_default(built):
             for d in objects
             if d["kind"] in ("Deployment", "StatefulSet", "InferenceService")
         }
-        denied = {d["metadata"]["namespace"] for d in objects if d["kind"] == "NetworkPolicy"
-                  and d["spec"]["podSelector"] == {} and not d["spec"].get("ingress")}  # fmt: skip
+        denied = {
+            d["metadata"]["namespace"]
+            for d in objects
+            if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {} and not d["spec"].get("ingress")
+        }
         assert workloads and workloads <= denied, f"{rel(overlay)}: no default deny in {workloads - denied}"
 
 
@@ -263,8 +279,11 @@ def test_names_agree_across_terraform_manifests_and_the_profile(built):
             ns, sa = account.split(".")
             assert re.search(rf'"{ns}[:/]{sa}"', tf), f"infra/{cloud} grants nothing to {ns}/{sa}"
     assert resources.accelerator == "nvidia.com/gpu"  # the device plugin's resource name, not a Vertex name
-    accounts = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs(built["manifests/overlays/aws"].read_text())
-                if d["kind"] == "ServiceAccount"}  # fmt: skip
+    accounts = {
+        (d["metadata"].get("namespace"), d["metadata"]["name"])
+        for d in docs(built["manifests/overlays/aws"].read_text())
+        if d["kind"] == "ServiceAccount"
+    }
     assert {("kubeflow", "pipeline-runner"), ("mlflow", "mlflow"), ("distilqa", "distilqa-serving")} <= accounts
     for doc in docs(built["manifests/overlays/aws"].read_text()):
         if doc["kind"] == "ServiceAccount":
@@ -280,8 +299,13 @@ def test_mlflow_server_is_configured_as_the_stack_requires(built):
     server = next(d for d in objects if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
     (container,) = server["spec"]["template"]["spec"]["containers"]
     args = " ".join(container["args"])
-    for flag in ("--backend-store-uri=postgresql+psycopg2://", "--serve-artifacts", "--allowed-hosts=", "--app-name=basic-auth",
-                 "--artifacts-destination="):  # fmt: skip
+    for flag in (
+        "--backend-store-uri=postgresql+psycopg2://",
+        "--serve-artifacts",
+        "--allowed-hosts=",
+        "--app-name=basic-auth",
+        "--artifacts-destination=",
+    ):
         assert flag in args
     config = next(d for d in objects if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-config")["data"]
     assert config["MLFLOW_S3_ENDPOINT_URL"] == "http://seaweedfs.seaweedfs.svc:8333"
@@ -294,8 +318,9 @@ def dockerfile(path: str) -> str:
     return (ROOT / path).read_text()
 
 
-@pytest.mark.parametrize("path", ["components/Dockerfile", "components/Dockerfile.cpu", "serving/Dockerfile",
-                                  "manifests/mlflow/Dockerfile"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", ["components/Dockerfile", "components/Dockerfile.cpu", "serving/Dockerfile", "manifests/mlflow/Dockerfile"]
+)
 def test_images_run_as_non_root_with_parameterised_versions(path):
     text = dockerfile(path)
     assert re.search(r"^USER [1-9]\d*$", text, re.M), f"{path} runs as root"

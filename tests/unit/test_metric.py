@@ -52,9 +52,16 @@ def test_short_option_names_and_threshold(tmp_path):
     """-n/-t/-o as in evaluate-v2.0.py; a threshold of 0 turns every positive na-prob into "" ."""
     system = "bert-single"
     result = run_cli(
-        "eval", DEV, str(CONFORMANCE / f"{system}.predictions.json"),
-        "-n", str(CONFORMANCE / f"{system}.na_prob.json"), "-t", "0.0", "-o", str(tmp_path / "e.json"),
-    )  # fmt: skip
+        "eval",
+        DEV,
+        str(CONFORMANCE / f"{system}.predictions.json"),
+        "-n",
+        str(CONFORMANCE / f"{system}.na_prob.json"),
+        "-t",
+        "0.0",
+        "-o",
+        str(tmp_path / "e.json"),
+    )
     assert result.returncode == 0, result.stderr
     scores = read_json(tmp_path / "e.json")
     # every synthetic na-prob is > 0, so every question is answered "": NoAns all right, HasAns all wrong
@@ -65,9 +72,14 @@ def test_precision_recall_images(tmp_path):
     system = "nlnet-single"
     images = tmp_path / "images"
     result = run_cli(
-        "eval", DEV, str(CONFORMANCE / f"{system}.predictions.json"),
-        "--na-prob-file", str(CONFORMANCE / f"{system}.na_prob.json"), "--out-image-dir", str(images),
-    )  # fmt: skip
+        "eval",
+        DEV,
+        str(CONFORMANCE / f"{system}.predictions.json"),
+        "--na-prob-file",
+        str(CONFORMANCE / f"{system}.na_prob.json"),
+        "--out-image-dir",
+        str(images),
+    )
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     for name in ("pr_exact", "pr_f1", "pr_oracle", "na_prob_hist_hasAns", "na_prob_hist_noAns"):

@@ -68,10 +68,24 @@ def test_predict_cli_equals_standard_decoding(request, model_fixture, dev_slice_
     for n, threshold in enumerate(thresholds):
         pred_file, na_file = tmp_path / f"pred{n}.json", tmp_path / f"na{n}.json"
         result = run_cli(
-            "predict", str(model_dir), str(dev_slice_file), "-o", str(pred_file), "--na-prob-out", str(na_file),
-            "--max-seq-len", str(MAX_SEQ_LEN), "--doc-stride", "64", "--batch-size", "7",
-            "--null-score-diff-threshold", repr(threshold), "--precision", "fp32",
-        )  # fmt: skip
+            "predict",
+            str(model_dir),
+            str(dev_slice_file),
+            "-o",
+            str(pred_file),
+            "--na-prob-out",
+            str(na_file),
+            "--max-seq-len",
+            str(MAX_SEQ_LEN),
+            "--doc-stride",
+            "64",
+            "--batch-size",
+            "7",
+            "--null-score-diff-threshold",
+            repr(threshold),
+            "--precision",
+            "fp32",
+        )
         assert result.returncode == 0, result.stderr
         preds, na_probs = json.loads(pred_file.read_text()), json.loads(na_file.read_text())
         assert set(preds) == set(na_probs) == set(dataset.has_answer())

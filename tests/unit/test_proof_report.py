@@ -26,8 +26,17 @@ def render(proof):
 
 def _result(ft: float, matched: float, distilled: float, reused: bool = False) -> dict:
     def row(name: str, d: str, f1: float) -> dict:
-        return {"model": name, "dir": d, "params": 17e6, "exact": f1 - 1, "f1": f1, "HasAns_exact": 1.0,
-                "HasAns_f1": 2.0, "NoAns_exact": 3.0, "questions_per_s": 50.0}  # fmt: skip
+        return {
+            "model": name,
+            "dir": d,
+            "params": 17e6,
+            "exact": f1 - 1,
+            "f1": f1,
+            "HasAns_exact": 1.0,
+            "HasAns_f1": 2.0,
+            "NoAns_exact": 3.0,
+            "questions_per_s": 50.0,
+        }
 
     return {
         "heldout_questions": 1978,
@@ -37,7 +46,7 @@ def _result(ft: float, matched: float, distilled: float, reused: bool = False) -
             row("ft", "student-finetuned", ft),
             row("ft matched", "student-finetuned-matched", matched),
             row("distilled", "student-distilled", distilled),
-        ],  # fmt: skip
+        ],
         "stages": [{"stage": "teacher fine-tune", "command": "distilqa finetune x", "seconds": 12.0, "reused": reused}],
     }
 
@@ -99,11 +108,15 @@ def test_the_no_answer_baseline_scores_abstaining_with_the_official_metric(proof
 
     context = "Normandy is a region in France."
     qas = [
-        {"id": "a", "question": "Where is Normandy?", "answers": [{"text": "France", "answer_start": 24}],
-         "is_impossible": False},
+        {
+            "id": "a",
+            "question": "Where is Normandy?",
+            "answers": [{"text": "France", "answer_start": 24}],
+            "is_impossible": False,
+        },
         {"id": "b", "question": "Who ate Normandy?", "answers": [], "is_impossible": True},
         {"id": "c", "question": "Who sold Normandy?", "answers": [], "is_impossible": True},
-    ]  # fmt: skip
+    ]
     data = parse_squad({"version": "v2.0", "data": [{"title": "N", "paragraphs": [{"context": context, "qas": qas}]}]})
     base = proof.no_answer_baseline(data)
     assert base["exact"] == pytest.approx(200 / 3) and base["f1"] == pytest.approx(200 / 3)
@@ -144,8 +157,12 @@ def test_out_of_range_counts_stop_before_any_work(flag, value, tmp_path) -> None
     import sys
 
     work = tmp_path / "work"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "proof_minilm.py"), flag, value, "--work-dir", str(work)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "proof_minilm.py"), flag, value, "--work-dir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and f"{flag} must be at least" in done.stderr and "Traceback" not in done.stderr
     assert not work.exists()
 

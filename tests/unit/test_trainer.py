@@ -200,8 +200,18 @@ def test_cli_rejects_a_batch_that_does_not_divide(tiny_roberta_dir, dev_slice_fi
 
 def test_mlflow_logging_when_a_tracking_uri_is_set(tiny_roberta_dir, dev_slice_file, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = finetune(tiny_roberta_dir, dev_slice_file, tmp_path / "out", "--epochs", "1", "--batch-size", "16",
-                      "--log-every", "5", env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    result = finetune(
+        tiny_roberta_dir,
+        dev_slice_file,
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--log-every",
+        "5",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     from mlflow.tracking import MlflowClient
 

@@ -36,9 +36,15 @@ def test_overlap_mode_equals_transformers_overflow(request, dev_set, tok_name, s
     contexts = [c for _, c in pairs]
     features = Windower(tok, config).features(questions, contexts)
     ref = tok(
-        [q.lstrip() for q in questions], contexts, truncation="only_second", max_length=96, stride=stride,
-        return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True,
-    )  # fmt: skip
+        [q.lstrip() for q in questions],
+        contexts,
+        truncation="only_second",
+        max_length=96,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+    )
     assert len(features) == len(ref["input_ids"])
     assert len(features) > len(pairs)  # some contexts needed several windows
     for i, f in enumerate(features):

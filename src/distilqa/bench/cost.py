@@ -57,8 +57,13 @@ class StageCost:
     cost: float
 
     def row(self) -> dict[str, Any]:
-        return {"stage": self.stage, "windows": int(self.windows), "pflop": round(self.pflop, 1),
-                "pool_hours": round(self.hours, 2), "cost_usd": round(self.cost, 2)}  # fmt: skip
+        return {
+            "stage": self.stage,
+            "windows": int(self.windows),
+            "pflop": round(self.pflop, 1),
+            "pool_hours": round(self.hours, 2),
+            "cost_usd": round(self.cost, 2),
+        }
 
 
 def stage_flops(profile: Any, s1_sequences: int) -> list[tuple[str, float, float]]:
@@ -99,14 +104,18 @@ def estimate(
     _, gpus, tflops, price = POOLS[pool]
     price = price if price_per_hour is None else price_per_hour
     flops_per_hour = gpus * tflops * 1e12 * mfu * 3600
-    return [StageCost(stage, n, flops / 1e15, flops / flops_per_hour, flops / flops_per_hour * price)
-            for stage, n, flops in stage_flops(profile, s1_sequences)]  # fmt: skip
+    return [
+        StageCost(stage, n, flops / 1e15, flops / flops_per_hour, flops / flops_per_hour * price)
+        for stage, n, flops in stage_flops(profile, s1_sequences)
+    ]
 
 
 def table(rows: list[StageCost]) -> str:
     lines = ["| stage | windows | PFLOP | pool-hours | cost (USD) |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.stage} | {r.windows:,.0f} | {r.pflop:,.1f} | {r.hours:,.2f} | {r.cost:,.2f} |")
-    lines.append(f"| **total** | | {sum(r.pflop for r in rows):,.1f} | {sum(r.hours for r in rows):,.2f} | "
-                 f"{sum(r.cost for r in rows):,.2f} |")  # fmt: skip
+    lines.append(
+        f"| **total** | | {sum(r.pflop for r in rows):,.1f} | {sum(r.hours for r in rows):,.2f} | "
+        f"{sum(r.cost for r in rows):,.2f} |"
+    )
     return "\n".join(lines)

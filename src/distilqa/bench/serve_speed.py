@@ -154,8 +154,12 @@ def run_serve_benchmark(
 
     model_dir = Path(model) if model else bench_model(work_dir, 6)
     examples = load_squad().examples()[:questions]
-    report: dict[str, Any] = {"model": str(model_dir), "questions": len(examples), "concurrency": concurrency,
-                              "server_args": server_args or []}  # fmt: skip
+    report: dict[str, Any] = {
+        "model": str(model_dir),
+        "questions": len(examples),
+        "concurrency": concurrency,
+        "server_args": server_args or [],
+    }
 
     served = resolve_precision(precision)
     expected: dict[str, dict[str, str]] = {}  # `distilqa predict` answers: fp32, and at the served precision

@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 DATASHEET_TFLOPS = {  # dense, tensor cores, no sparsity
-    ("H100", "bf16"): 989.0, ("H100", "fp16"): 989.0, ("H200", "bf16"): 989.0, ("H200", "fp16"): 989.0,
-    ("A100", "bf16"): 312.0, ("A100", "fp16"): 312.0, ("V100", "fp16"): 125.0, ("L4", "bf16"): 121.0,
-}  # fmt: skip
+    ("H100", "bf16"): 989.0,
+    ("H100", "fp16"): 989.0,
+    ("H200", "bf16"): 989.0,
+    ("H200", "fp16"): 989.0,
+    ("A100", "bf16"): 312.0,
+    ("A100", "fp16"): 312.0,
+    ("V100", "fp16"): 125.0,
+    ("L4", "bf16"): 121.0,
+}
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,15 @@ def _model(shape: Shape, seed: int) -> Any:
     from transformers import RobertaConfig, RobertaForQuestionAnswering
 
     torch.manual_seed(seed)
-    config = RobertaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-                           num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-                           max_position_embeddings=514, type_vocab_size=1)  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+    )
     return RobertaForQuestionAnswering(config)
 
 
@@ -148,12 +160,20 @@ def _record(
 
     peak = measured_peak_tflops(device, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
     result = {
-        "stage": stage, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "amp": amp, "batch": batch, "seq_len": seq_len, "steps": steps,
-        **extra, "step_seconds": round(step_seconds, 3), "samples_per_s": round(samples_per_s, 2),
-        "model_tflops": round(achieved_tflops, 3), "measured_matmul_peak_tflops": round(peak, 2),
+        "stage": stage,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "amp": amp,
+        "batch": batch,
+        "seq_len": seq_len,
+        "steps": steps,
+        **extra,
+        "step_seconds": round(step_seconds, 3),
+        "samples_per_s": round(samples_per_s, 2),
+        "model_tflops": round(achieved_tflops, 3),
+        "measured_matmul_peak_tflops": round(peak, 2),
         "mfu_vs_measured_peak": round(achieved_tflops / peak, 3),
-    }  # fmt: skip
+    }
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         for (gpu, kind), tflops in DATASHEET_TFLOPS.items():
@@ -194,5 +214,16 @@ def bench_teacher_logits(batch: int, seq_len: int, steps: int, amp: str) -> dict
         seconds = time.perf_counter() - t0
     tokens = int(lengths.sum())
     achieved = tokens * forward_flops_per_token(teacher, int(lengths.float().mean())) / seconds / 1e12
-    return _record("logits", device, amp, batch, seq_len, steps, seconds / steps, n / seconds, achieved,
-                   features=n, mean_length=round(tokens / n, 1))  # fmt: skip
+    return _record(
+        "logits",
+        device,
+        amp,
+        batch,
+        seq_len,
+        steps,
+        seconds / steps,
+        n / seconds,
+        achieved,
+        features=n,
+        mean_length=round(tokens / n, 1),
+    )

@@ -39,10 +39,12 @@ def intermediate_loss_fn(teacher: nn.Module, attention: bool):
             t = teacher(**inputs, output_hidden_states=True, output_attentions=attention)
         s = model(**inputs, output_hidden_states=True, output_attentions=attention)
         terms = distiller(
-            s.hidden_states, t.hidden_states,
-            s.attentions if attention else None, t.attentions if attention else None,
+            s.hidden_states,
+            t.hidden_states,
+            s.attentions if attention else None,
+            t.attentions if attention else None,
             inputs["attention_mask"],
-        )  # fmt: skip
+        )
         out = {"loss": terms["total"], "hidden": terms["hidden"].detach()}
         if "attention" in terms:
             out["attention"] = terms["attention"].detach()
@@ -52,9 +54,13 @@ def intermediate_loss_fn(teacher: nn.Module, attention: bool):
 
 
 def prepare_pair(
-    student: Any, teacher: Any, student_tok: Any, teacher_tok: Any, attention_target: AttentionTarget,
+    student: Any,
+    teacher: Any,
+    student_tok: Any,
+    teacher_tok: Any,
+    attention_target: AttentionTarget,
     mask_hidden_padding: bool,
-) -> tuple[IntermediateDistiller, dict[str, Any]]:  # fmt: skip
+) -> tuple[IntermediateDistiller, dict[str, Any]]:
     """Checks, attention capture and the distiller (with its projections) for a teacher/student pair."""
     if attention_target not in ("scores", "probabilities", "none"):
         raise ConfigError(f"attention target must be scores, probabilities or none, got {attention_target!r}")

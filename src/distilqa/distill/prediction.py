@@ -26,11 +26,16 @@ def prediction_loss_fn(temperature: float, weight: float):
         out = model(**inputs)
         teacher = batch["teacher_logits"][:, :length]
         value = prediction_layer_loss(
-            student_start_logits=out.start_logits, student_end_logits=out.end_logits,
-            teacher_start_logits=teacher[..., 0], teacher_end_logits=teacher[..., 1],
-            start_positions=batch["start_positions"], end_positions=batch["end_positions"],
-            temperature=temperature, weight=weight, attention_mask=batch["attention_mask"],
-        )  # fmt: skip
+            student_start_logits=out.start_logits,
+            student_end_logits=out.end_logits,
+            teacher_start_logits=teacher[..., 0],
+            teacher_end_logits=teacher[..., 1],
+            start_positions=batch["start_positions"],
+            end_positions=batch["end_positions"],
+            temperature=temperature,
+            weight=weight,
+            attention_mask=batch["attention_mask"],
+        )
         return {"loss": value}
 
     return loss
