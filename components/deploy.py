@@ -76,6 +76,18 @@ def run_deploy_local(
     return False, f"{detail}; champion unchanged", url
 
 
+def remove_canary(service_name: str, namespace: str) -> bool:
+    """Drop spec.canary from the InferenceService if one is there; True when something was removed."""
+    from kserve import KServeClient
+
+    ks = KServeClient()
+    isvc = ks.get(service_name, namespace=namespace)
+    if not isvc.get("spec", {}).get("canary"):
+        return False
+    ks.patch(service_name, {"spec": {"canary": None}}, namespace=namespace)
+    return True
+
+
 def run_deploy_cluster(
     version: str, dev_path: str, predictions_path: str, deploy: dict, registry: dict, resources: dict, tracking: dict
 ) -> tuple[bool, str, str]:
@@ -106,7 +118,7 @@ def run_deploy_cluster(
         ks.wait_isvc_ready(d.service_name, namespace=d.namespace, timeout_seconds=d.ready_timeout_s)
         old = promote(c, r.model_name, version)
         return True, f"{detail}; promoted, champion {old or '(none)'} -> {version}", url
-    ks.patch(d.service_name, {"spec": {"canary": None}}, namespace=d.namespace)
+    remove_canary(d.service_name, d.namespace)
     c.set_model_version_tag(r.model_name, version, "probe_failed", detail)
     return False, f"{detail}; canary removed (rolled back)", url
 
@@ -122,20 +134,23 @@ def deploy_op(
     tracking: dict,
     log: dsl.Output[dsl.Artifact],
 ) -> NamedTuple("Outputs", promoted=bool, detail=str, url=str):
-    from collections import namedtuple
+    from distilqa.components import failing_step
 
-    from distilqa.components.deploy import run_deploy_cluster, run_deploy_local
+    with failing_step("deploy"):
+        from collections import namedtuple
 
-    if not version:
-        print("deploy: nothing to deploy (no version was registered)")
-        return namedtuple("Outputs", ["promoted", "detail", "url"])(False, "no version registered", "")
-    if deploy.get("mode", "local") == "cluster":
-        promoted, detail, url = run_deploy_cluster(
-            version, dev.path, predictions.path, deploy, registry, resources, tracking
-        )
-    else:
-        promoted, detail, url = run_deploy_local(
-            version, dev.path, predictions.path, deploy, registry, tracking, log.path
-        )
-    print(f"deploy: {'promoted' if promoted else 'rolled back'}: {detail}")
-    return namedtuple("Outputs", ["promoted", "detail", "url"])(promoted, detail, url)
+        from distilqa.components.deploy import run_deploy_cluster, run_deploy_local
+
+        if not version:
+            print("deploy: nothing to deploy (no version was registered)")
+            return namedtuple("Outputs", ["promoted", "detail", "url"])(False, "no version registered", "")
+        if deploy.get("mode", "local") == "cluster":
+            promoted, detail, url = run_deploy_cluster(
+                version, dev.path, predictions.path, deploy, registry, resources, tracking
+            )
+        else:
+            promoted, detail, url = run_deploy_local(
+                version, dev.path, predictions.path, deploy, registry, tracking, log.path
+            )
+        print(f"deploy: {'promoted' if promoted else 'rolled back'}: {detail}")
+        return namedtuple("Outputs", ["promoted", "detail", "url"])(promoted, detail, url)

@@ -63,12 +63,15 @@ def evaluate_op(
     evaluation: dsl.Output[dsl.Artifact],
     predictions: dsl.Output[dsl.Artifact],
 ) -> NamedTuple("Outputs", f1=float, exact=float, p95_ms=float):
-    from collections import namedtuple
+    from distilqa.components import failing_step
 
-    from distilqa.components.evaluate import run_evaluate
+    with failing_step("evaluate"):
+        from collections import namedtuple
 
-    r = run_evaluate(model.path, dev.path, window, gate, deploy, evaluation.path, predictions.path)
-    for key, value in r.items():
-        if isinstance(value, int | float):
-            metrics.log_metric(key, float(value))
-    return namedtuple("Outputs", ["f1", "exact", "p95_ms"])(r["f1"], r["exact"], r["latency_p95_ms"])
+        from distilqa.components.evaluate import run_evaluate
+
+        r = run_evaluate(model.path, dev.path, window, gate, deploy, evaluation.path, predictions.path)
+        for key, value in r.items():
+            if isinstance(value, int | float):
+                metrics.log_metric(key, float(value))
+        return namedtuple("Outputs", ["f1", "exact", "p95_ms"])(r["f1"], r["exact"], r["latency_p95_ms"])

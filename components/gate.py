@@ -130,16 +130,18 @@ def gate_op(
     models: dict,
     train_checksum: str,
     dev_checksum: str,
-    kfp_run_id: str,
     report: dsl.Output[dsl.Markdown],
 ) -> NamedTuple("Outputs", passed=bool, decision=str, reason=str):
-    from collections import namedtuple
+    from distilqa.components import failing_step, kfp_run_id
 
-    from distilqa.components.gate import provenance, run_gate
+    with failing_step("gate"):
+        from collections import namedtuple
 
-    facts = provenance(models, train_checksum, dev_checksum, kfp_run_id)
-    passed, reason = run_gate(f1, p95_ms, evaluation.path, gate, registry, tracking, facts, report.path)
-    print(f"gate: {'passed' if passed else 'FAILED'}: {reason}")
-    # `decision` ("passed"/"failed") is what dsl.If compares: string conditions behave the same in
-    # kfp.local and in a cluster, boolean outputs did not under kfp.local 2.17
-    return namedtuple("Outputs", ["passed", "decision", "reason"])(passed, "passed" if passed else "failed", reason)
+        from distilqa.components.gate import provenance, run_gate
+
+        facts = provenance(models, train_checksum, dev_checksum, kfp_run_id())
+        passed, reason = run_gate(f1, p95_ms, evaluation.path, gate, registry, tracking, facts, report.path)
+        print(f"gate: {'passed' if passed else 'FAILED'}: {reason}")
+        # `decision` ("passed"/"failed") is what dsl.If compares: string conditions behave the same in
+        # kfp.local and in a cluster, boolean outputs did not under kfp.local 2.17
+        return namedtuple("Outputs", ["passed", "decision", "reason"])(passed, "passed" if passed else "failed", reason)

@@ -40,12 +40,15 @@ def run_ingest(data: dict, train_path: str, dev_path: str) -> dict:
 def ingest_op(data: dict, train: dsl.Output[dsl.Dataset], dev: dsl.Output[dsl.Dataset]) -> NamedTuple(
     "Outputs", train_questions=int, dev_questions=int, train_checksum=str, dev_checksum=str
 ):
-    from collections import namedtuple
+    from distilqa.components import failing_step
 
-    from distilqa.components.ingest import run_ingest
+    with failing_step("ingest"):
+        from collections import namedtuple
 
-    r = run_ingest(data, train.path, dev.path)
-    train.metadata.update({"questions": r["train_questions"], "checksum": r["train_checksum"]})
-    dev.metadata.update({"questions": r["dev_questions"], "checksum": r["dev_checksum"]})
-    outputs = namedtuple("Outputs", ["train_questions", "dev_questions", "train_checksum", "dev_checksum"])
-    return outputs(r["train_questions"], r["dev_questions"], r["train_checksum"], r["dev_checksum"])
+        from distilqa.components.ingest import run_ingest
+
+        r = run_ingest(data, train.path, dev.path)
+        train.metadata.update({"questions": r["train_questions"], "checksum": r["train_checksum"]})
+        dev.metadata.update({"questions": r["dev_questions"], "checksum": r["dev_checksum"]})
+        outputs = namedtuple("Outputs", ["train_questions", "dev_questions", "train_checksum", "dev_checksum"])
+        return outputs(r["train_questions"], r["dev_questions"], r["train_checksum"], r["dev_checksum"])

@@ -58,17 +58,19 @@ def register_op(
     models: dict,
     train_checksum: str,
     dev_checksum: str,
-    kfp_run_id: str,
 ) -> NamedTuple("Outputs", version=str):
-    from collections import namedtuple
+    from distilqa.components import failing_step, kfp_run_id
 
-    from distilqa.components.gate import provenance
-    from distilqa.components.register import run_register
+    with failing_step("register"):
+        from collections import namedtuple
 
-    if not passed:
-        print(f"register: nothing registered, the gate failed: {reason}")
-        return namedtuple("Outputs", ["version"])("")
-    facts = provenance(models, train_checksum, dev_checksum, kfp_run_id)
-    version = run_register(model.path, evaluation.path, report.path, window, deploy, registry, tracking, facts)
-    print(f"register: version {version}")
-    return namedtuple("Outputs", ["version"])(version)
+        from distilqa.components.gate import provenance
+        from distilqa.components.register import run_register
+
+        if not passed:
+            print(f"register: nothing registered, the gate failed: {reason}")
+            return namedtuple("Outputs", ["version"])("")
+        facts = provenance(models, train_checksum, dev_checksum, kfp_run_id())
+        version = run_register(model.path, evaluation.path, report.path, window, deploy, registry, tracking, facts)
+        print(f"register: version {version}")
+        return namedtuple("Outputs", ["version"])(version)

@@ -6,8 +6,11 @@ opens the stage's nested MLflow run, and runs the job on `resources.nproc_per_no
 JOB.yaml`: under kfp.local with 2 CPU processes (gloo) it is the DDP path a 4-GPU pod takes with
 NCCL. Rank 0 logs into the step's run. With `resources.checkpoint_root` set, checkpoints go to
 <root>/<KFP run id>/<step>, outside the output artifact (uploaded only when the step succeeds), so a
-retried pod resumes from the last one. Teachers and the student backbone are passed as artifact URIs
-(strings), because each may come from either branch of a dsl.If/Else (dsl.OneOf of parameters).
+retried pod resumes from the last one.
+
+Every model and dataset arrives as a KFP artifact read through `.path`, so any pipeline root works.
+No input changes from one pipeline run to the next (the run id and the MLflow parent run are found
+from the environment), so KFP's cache skips a stage whose inputs did not change.
 """
 
 from typing import Any
@@ -16,20 +19,21 @@ from distilqa.components import BASE_IMAGE, component
 from kfp import dsl
 
 
-def _run(step: str, job: dict, resources: dict, kfp_run_id: str, tracking: dict) -> dict:
+def _run(step: str, job: dict, resources: dict, registry: dict) -> dict:
     """Run one stage's job in the step's nested MLflow run; returns the stage's record."""
+    from distilqa.components import failing_step, kfp_run_id
     from distilqa.pipelines.profile import build_section
 
     from distilqa.distill.config import StageJob
     from distilqa.distill.launch import LaunchConfig, launch
-    from distilqa.tracking import stage_run
+    from distilqa.tracking import find_pipeline_run, stage_run, tracking_uri
 
-    r = build_section("resources", resources)
-    checkpoint_dir = f"{r.checkpoint_root.rstrip('/')}/{kfp_run_id or 'local'}/{step}" if r.checkpoint_root else ""
-    uri = tracking.get("uri", "")
-    with stage_run(uri, tracking.get("parent_run_id", ""), step) as run:
-        run_id = run.info.run_id if run is not None else ""
-        full = StageJob(**job, checkpoint_dir=checkpoint_dir, tracking_uri=uri, mlflow_run_id=run_id)
+    r, reg, run_id = build_section("resources", resources), build_section("registry", registry), kfp_run_id()
+    checkpoint_dir = f"{r.checkpoint_root.rstrip('/')}/{run_id or 'local'}/{step}" if r.checkpoint_root else ""
+    uri = tracking_uri(reg.tracking_uri)
+    with failing_step(step), stage_run(uri, find_pipeline_run(uri, reg.experiment, run_id), step) as run:
+        stage_run_id = run.info.run_id if run is not None else ""
+        full = StageJob(**job, checkpoint_dir=checkpoint_dir, tracking_uri=uri, mlflow_run_id=stage_run_id)
         if run is not None and full.stage == "teacher_logits":  # no trainer to log the job: its precision is here
             import mlflow
 
@@ -53,18 +57,15 @@ def run_finetune_teacher(
     window: dict,
     params: dict,
     out_dir: str,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str = "",
     step: str = "finetune_teacher",
 ) -> dict:
     job = _job("finetune", "teacher_finetune", params, window, train_path, out_dir, model=model)
-    return _summary(_run(step, job, resources, kfp_run_id, tracking))
+    return _summary(_run(step, job, resources, registry))
 
 
-def run_general(
-    teacher: str, models: dict, general: dict, out_dir: str, tracking: dict, resources: dict, kfp_run_id: str = ""
-) -> dict:
+def run_general(teacher: str, models: dict, general: dict, out_dir: str, registry: dict, resources: dict) -> dict:
     from distilqa.pipelines.profile import build_section
 
     from distilqa.distill.student import StudentSpec
@@ -74,7 +75,7 @@ def run_general(
     job = _job(
         "general", "general", general, {}, _corpus(g.corpus, out_dir), out_dir, teacher=teacher, student_spec=spec
     )
-    return _summary(_run("general", job, resources, kfp_run_id, tracking))
+    return _summary(_run("general", job, resources, registry))
 
 
 def _corpus(corpus: str, out_dir: str) -> str:
@@ -98,14 +99,13 @@ def run_teacher_logits(
     window: dict,
     params: dict,
     out_dir: str,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str = "",
 ) -> dict:
     """Every process fills its share of the cache S2b reads (params: the prediction section)."""
     models = {"teacher": teacher_dir, "student": student_dir, "logits_cache": out_dir}
     job = _job("teacher_logits", "prediction", params, window, train_path, out_dir, **models)
-    return _run("teacher_logits", job, resources, kfp_run_id, tracking)
+    return _run("teacher_logits", job, resources, registry)
 
 
 def run_intermediate(
@@ -115,13 +115,12 @@ def run_intermediate(
     window: dict,
     params: dict,
     out_dir: str,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str = "",
 ) -> dict:
     models = {"teacher": teacher_dir, "student": student_dir}
     job = _job("intermediate", "intermediate", params, window, train_path, out_dir, **models)
-    return _summary(_run("intermediate", job, resources, kfp_run_id, tracking))
+    return _summary(_run("intermediate", job, resources, registry))
 
 
 def run_prediction(
@@ -132,13 +131,12 @@ def run_prediction(
     window: dict,
     params: dict,
     out_dir: str,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str = "",
 ) -> dict:
     models = {"teacher": teacher_dir, "student": student_dir, "logits_cache": logits_dir}
     job = _job("prediction", "prediction", params, window, train_path, out_dir, **models)
-    return _summary(_run("prediction", job, resources, kfp_run_id, tracking))
+    return _summary(_run("prediction", job, resources, registry))
 
 
 def _summary(record: dict) -> dict:
@@ -172,94 +170,88 @@ def check_shared_teacher(model: str, same_as: str, same_as_is_base_lm: bool) -> 
 
 @component(base_image=BASE_IMAGE)
 def finetune_teacher_op(
-    model: str,
+    model: dsl.Input[dsl.Model],
     train: dsl.Input[dsl.Dataset],
     window: dict,
     params: dict,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str,
     role: str,
     out: dsl.Output[dsl.Model],
+    source: str = "",
     same_as: str = "",
     same_as_is_base_lm: bool = True,
-) -> str:
+):
     from distilqa.components.training import _annotate, check_shared_teacher, run_finetune_teacher
 
     if role == "shared":  # one fine-tune for both roles
-        check_shared_teacher(model, same_as, same_as_is_base_lm)
+        check_shared_teacher(source, same_as, same_as_is_base_lm)
     summary = run_finetune_teacher(
-        model, train.path, window, params, out.path, tracking, resources, kfp_run_id, f"finetune_{role}_teacher"
+        model.path, train.path, window, params, out.path, registry, resources, f"finetune_{role}_teacher"
     )
-    _annotate(out, summary)
-    return out.uri
+    _annotate(out, {**summary, "source": source})
 
 
 @component(base_image=BASE_IMAGE)
 def general_op(
-    teacher: str,
+    teacher: dsl.Input[dsl.Model],
     models: dict,
     general: dict,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str,
     out: dsl.Output[dsl.Model],
-) -> str:
+):
     from distilqa.components.training import _annotate, run_general
 
-    _annotate(out, run_general(teacher, models, general, out.path, tracking, resources, kfp_run_id))
-    return out.uri
+    _annotate(out, run_general(teacher.path, models, general, out.path, registry, resources))
 
 
 @component(base_image=BASE_IMAGE)
 def teacher_logits_op(
-    teacher: str,
-    student: str,
+    teacher: dsl.Input[dsl.Model],
+    student: dsl.Input[dsl.Model],
     train: dsl.Input[dsl.Dataset],
     window: dict,
     params: dict,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str,
     out: dsl.Output[dsl.Artifact],
 ):
     from distilqa.components.training import _annotate, run_teacher_logits
 
     _annotate(
-        out, run_teacher_logits(teacher, student, train.path, window, params, out.path, tracking, resources, kfp_run_id)
+        out, run_teacher_logits(teacher.path, student.path, train.path, window, params, out.path, registry, resources)
     )
 
 
 @component(base_image=BASE_IMAGE)
 def intermediate_op(
-    teacher: str,
-    student: str,
+    teacher: dsl.Input[dsl.Model],
+    student: dsl.Input[dsl.Model],
     train: dsl.Input[dsl.Dataset],
     window: dict,
     params: dict,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str,
     out: dsl.Output[dsl.Model],
 ):
     from distilqa.components.training import _annotate, run_intermediate
 
     _annotate(
-        out, run_intermediate(teacher, student, train.path, window, params, out.path, tracking, resources, kfp_run_id)
+        out, run_intermediate(teacher.path, student.path, train.path, window, params, out.path, registry, resources)
     )
 
 
 @component(base_image=BASE_IMAGE)
 def prediction_op(
-    teacher: str,
+    teacher: dsl.Input[dsl.Model],
     student: dsl.Input[dsl.Model],
     train: dsl.Input[dsl.Dataset],
     logits: dsl.Input[dsl.Artifact],
     window: dict,
     params: dict,
-    tracking: dict,
+    registry: dict,
     resources: dict,
-    kfp_run_id: str,
     out: dsl.Output[dsl.Model],
 ):
     from distilqa.components.training import _annotate, run_prediction
@@ -267,6 +259,6 @@ def prediction_op(
     _annotate(
         out,
         run_prediction(
-            teacher, student.path, train.path, logits.path, window, params, out.path, tracking, resources, kfp_run_id
+            teacher.path, student.path, train.path, logits.path, window, params, out.path, registry, resources
         ),
     )

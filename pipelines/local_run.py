@@ -14,9 +14,11 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from distilqa.components import RUN_ID_ENV
 from distilqa.pipelines.profile import Profile, replace_section
 
 SMOKE_SHAPES = {
@@ -85,6 +87,37 @@ class _TaskClock(logging.Filter):
             self.status[key] = m.group(2)
 
 
+def allow_oneof_artifacts() -> None:
+    """Let kfp.local resolve a dsl.OneOf of artifacts, as a KFP backend does.
+
+    kfp.local 2.17 resolves dsl.OneOf for parameters only and rejects a DAG output with one artifact
+    selector per branch ("Expected 1 artifact in ArtifactSelectorSpec"). The pipeline passes teachers
+    and the student as artifacts out of If/Else branches, so the local runner picks, like the
+    backend, the one branch that produced the artifact.
+    """
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    if getattr(OrchestratorUtils, "_distilqa_oneof_artifacts", False):
+        return
+
+    def get_dag_output_artifacts(cls: Any, dag_outputs_spec: Any, io_store: Any) -> dict[str, Any]:
+        outputs = {}
+        for key, spec in dag_outputs_spec.artifacts.items():
+            found = []
+            for selector in spec.artifact_selectors:
+                try:
+                    found.append(io_store.get_task_output(selector.producer_subtask, selector.output_artifact_key))
+                except (KeyError, ValueError):  # a branch that did not run
+                    continue
+            if len(found) != 1:
+                raise ValueError(f"dsl.OneOf output {key!r}: {len(found)} branches produced it, expected exactly 1")
+            outputs[key] = found[0]
+        return outputs
+
+    OrchestratorUtils.get_dag_output_artifacts = classmethod(get_dag_output_artifacts)  # type: ignore[assignment]
+    OrchestratorUtils._distilqa_oneof_artifacts = True  # type: ignore[attr-defined]
+
+
 def run_local(profile: Profile, output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from distilqa.pipelines.pipeline import build_pipeline
     from kfp import local
@@ -96,14 +129,24 @@ def run_local(profile: Profile, output_dir: str | os.PathLike[str]) -> dict[str,
     profile = replace_section(profile, "registry", tracking_uri=uri)
     os.environ.setdefault("DISTILQA_CACHE", str(out / "cache"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp-root"), raise_on_error=True)
+    allow_oneof_artifacts()
     clock = _TaskClock()
     pipeline = build_pipeline(profile, condition_on_gate=False)
     logging.getLogger().addFilter(clock)
+    # what a cluster gives every step's pod: the run id (label pipeline/runid) and the tracking URI (Secret)
+    step_env = {RUN_ID_ENV: f"local-{uuid.uuid4()}", "MLFLOW_TRACKING_URI": uri}
+    saved = {k: os.environ.get(k) for k in step_env}
+    os.environ.update(step_env)
     t0 = time.perf_counter()
     try:
         pipeline()
     finally:
         logging.getLogger().removeFilter(clock)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     total = time.perf_counter() - t0
     summary = collect_summary(profile, uri, clock.seconds, total)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -167,12 +167,17 @@ class Resources:
     # durable checkpoints: each run's training steps write under <root>/<KFP run id>/<step>, so a retried
     # pod resumes; "" = inside the step's output (lost with the pod)
     checkpoint_root: str = ""
+    # augmentation shards: GPUs each (of the training pool); 0 = a CPU pod with the requests below
+    augment_gpus: int = 1
+    augment_cpu_request: str = "8"
+    augment_memory_request: str = "16Gi"
     s3_secret: str = "distilqa-s3"
     mlflow_secret: str = "distilqa-mlflow"
 
     def check(self, where: str) -> None:
-        if self.gpus < 0 or self.retries < 0 or self.nproc_per_node < 0:
-            raise ConfigError(f"{where}.gpus, {where}.retries and {where}.nproc_per_node must be >= 0")
+        for name in ("gpus", "retries", "nproc_per_node", "augment_gpus"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         if self.gpus and self.nproc_per_node > self.gpus:
             raise ConfigError(f"{where}.nproc_per_node ({self.nproc_per_node}) exceeds the step's {self.gpus} GPUs")
         if self.gpu_node_selector and "=" not in self.gpu_node_selector:

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from distilqa import __version__
-from distilqa.errors import DistilqaError
+from distilqa.errors import ConfigError, DistilqaError
 from distilqa.progress import progress_bar
 
 EXIT_USAGE = 2
@@ -641,15 +641,35 @@ def _add_pipeline(sub: Any) -> None:
     p.add_argument("--serve", action="store_true", help="afterwards, keep the champion served on loopback")
     p.add_argument("--port", type=int, default=8080, help="--serve: port (default 8080)")
     p.set_defaults(handler=_run_pipeline)
+    root_help = (
+        "where KFP stores this pipeline's artifacts (minio://, s3://, gs://); default: the cluster's "
+        "kfp-launcher ConfigMap (manifests/kfp)"
+    )
     c = sub.add_parser("compile", help="compile the pipeline of a profile to a KFP YAML package")
     _add_profile_args(c)
     c.add_argument("-o", "--output", required=True)
+    c.add_argument("--pipeline-root", default="", help=root_help)
     c.set_defaults(handler=_run_compile)
-    s = sub.add_parser("submit", help="submit the pipeline of a profile to a Kubeflow Pipelines endpoint")
+    s = sub.add_parser(
+        "submit",
+        help="upload the pipeline of a profile to Kubeflow Pipelines as a named version, then run or schedule it",
+        description="Compiles the profile, uploads it as pipeline --pipeline-name (created if new) plus version "
+        "--version-name, and starts a run in --experiment of --namespace, or a recurring run with --cron. "
+        "Auth: --token-file, --session-cookie-file, or a bearer token in $KF_PIPELINES_TOKEN.",
+    )
     _add_profile_args(s)
-    s.add_argument("--host", required=True, help="KFP API URL, e.g. https://kfp.example.com/pipeline")
+    s.add_argument("--host", required=True, help="KFP API URL, e.g. https://kubeflow.example.com/pipeline")
+    s.add_argument("--namespace", default="", help="the Kubeflow profile namespace (multi-user installs)")
     s.add_argument("--experiment", default="distilqa")
-    s.add_argument("--run-name")
+    s.add_argument("--pipeline-name", default="", help="default: distilqa-<profile>")
+    s.add_argument("--version-name", default="", help="default: <profile>-<git sha>-<UTC time>")
+    s.add_argument("--run-name", default="")
+    s.add_argument("--cron", default="", help="schedule a recurring run instead (5 or 6 cron fields, UTC)")
+    s.add_argument("--pipeline-root", default="", help=root_help)
+    s.add_argument("--token-file", default="", help="a file holding a bearer token (e.g. a ServiceAccount token)")
+    s.add_argument(
+        "--session-cookie-file", default="", help="a file holding the authservice_session cookie of a Kubeflow login"
+    )
     s.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 if it failed")
     s.set_defaults(handler=_run_submit)
     for name, helptext in (
@@ -723,41 +743,59 @@ def _run_pipeline(args: argparse.Namespace) -> int:
 
 def _run_compile(args: argparse.Namespace) -> int:
     from distilqa.pipelines.profile import load_profile
+    from distilqa.pipelines.submit import check_pipeline_root
 
     profile = load_profile(args.profile, args.overrides)
+    root = check_pipeline_root(args.pipeline_root)
     from distilqa.pipelines.pipeline import compile_pipeline
 
-    compile_pipeline(profile, args.output)
+    compile_pipeline(profile, args.output, root)
     print(f"compile: {profile.name} -> {args.output}", file=sys.stderr)
     return 0
 
 
 def _run_submit(args: argparse.Namespace) -> int:
     from distilqa.pipelines.profile import load_profile
+    from distilqa.pipelines.submit import Submission, check_pipeline_root, credentials, kfp_cron, submit
 
     profile = load_profile(args.profile, args.overrides)
+    if args.wait and args.cron:
+        raise ConfigError("--wait waits for one run; it cannot be combined with --cron")
+    token, cookie = credentials(args.token_file, args.session_cookie_file)
+    plan = Submission(
+        host=args.host,
+        namespace=args.namespace,
+        experiment=args.experiment,
+        pipeline_name=args.pipeline_name,
+        version_name=args.version_name,
+        run_name=args.run_name,
+        cron=kfp_cron(args.cron) if args.cron else "",
+        pipeline_root=check_pipeline_root(args.pipeline_root),
+        token=token,
+        session_cookie=cookie,
+    )
     import tempfile
-
-    import kfp
 
     from distilqa.pipelines.pipeline import compile_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
-        package = f"{tmp}/pipeline.yaml"
+        package = f"{tmp}/{profile.name}.yaml"
         compile_pipeline(profile, package)
-        try:
-            client = kfp.Client(host=args.host)
-            run = client.create_run_from_pipeline_package(
-                package, arguments={}, run_name=args.run_name, experiment_name=args.experiment
-            )
-        except Exception as exc:  # the KFP client raises many kinds; the user needs one line
-            raise DistilqaError(
-                f"{args.host}: cannot submit: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from None
-    print(f"submit: run {run.run_id} at {args.host}", file=sys.stderr)
+        created = submit(package, profile.name, plan)
+    print(json.dumps(created, indent=2))
+    what = f"recurring run {created['recurring_run_id']} ({plan.cron})" if plan.cron else f"run {created['run_id']}"
+    print(f"submit: {what} of version {created['version']} at {args.host}", file=sys.stderr)
     if args.wait:
-        state = client.wait_for_run_completion(run.run_id, timeout=7 * 24 * 3600).state
-        print(f"submit: run {run.run_id} finished: {state}", file=sys.stderr)
+        import kfp
+
+        client = kfp.Client(
+            host=args.host,
+            namespace=args.namespace or "kubeflow",
+            existing_token=token or None,
+            cookies=f"authservice_session={cookie}" if cookie else None,
+        )
+        state = client.wait_for_run_completion(created["run_id"], timeout=7 * 24 * 3600).state
+        print(f"submit: run {created['run_id']} finished: {state}", file=sys.stderr)
         return 0 if str(state).upper() == "SUCCEEDED" else 1
     return 0
 

@@ -1,6 +1,6 @@
-"""The pipeline against a production-shaped MLflow: a real `mlflow server` process with a PostgreSQL
-backend store (initdb / pg_ctl in a temp dir), artifacts proxied to S3 (a moto server), basic auth and
---allowed-hosts, all on loopback, configured as manifests/mlflow/base configures it in a cluster.
+"""The pipeline against the MLflow the manifests deploy: the rendered Deployment's own command, args and
+environment (tests/rendered.py), with a real PostgreSQL (initdb / pg_ctl in a temp dir) and a moto S3
+server standing in for the cluster's database and object store, all on loopback.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_clean_failure, free_port, run_cli, wait_for_port
+from tests.rendered import Kubelet, find, render
 
 pytestmark = pytest.mark.slow
 
 ADMIN = ("admin", "distilqa-test-admin-pw")  # throwaway credentials of a loopback test server
 DB = ("mlflow", "distilqa-test-db-pw")
-BUCKET = "mlflow-artifacts"
 
 
 def pg_bin(name: str) -> str:
@@ -98,7 +98,6 @@ def postgres() -> Iterator[dict[str, str]]:
         with conn.cursor() as cur:
             cur.execute(f"CREATE ROLE {DB[0]} LOGIN PASSWORD '{DB[1]}'")
             cur.execute(f"CREATE DATABASE mlflow OWNER {DB[0]}")
-            cur.execute(f"CREATE DATABASE mlflow_auth OWNER {DB[0]}")
         conn.close()
         yield {"host": "127.0.0.1", "port": str(port)}
     finally:
@@ -110,74 +109,90 @@ def postgres() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, s3_server, tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The MLflow Deployment of the rendered onprem overlay, run as the kubelet would run it.
+
+    Its init container writes the basic-auth config; then the server container starts with the
+    manifest's own command, args and environment. The test supplies only what the runbook's step 5
+    creates (Secret values) and what the cluster would (Service addresses, volumes), see tests/rendered.py.
+    """
     import boto3
 
+    objects = render("manifests/overlays/onprem")
+    deployment = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    config = find(objects, "ConfigMap", "mlflow-config")["data"]
+    bucket = config["ARTIFACTS_DESTINATION"].removeprefix("s3://").split("/")[0]
     boto3.client(
         "s3",
         endpoint_url=s3_server["AWS_ENDPOINT_URL"],
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-    ).create_bucket(Bucket=BUCKET)
+    ).create_bucket(Bucket=bucket)
     root = tmp_path_factory.mktemp("mlflow-server")
-    db = f"postgresql+psycopg2://{DB[0]}:{DB[1]}@{postgres['host']}:{postgres['port']}"
-    ini = root / "basic_auth.ini"
-    ini.write_text(
-        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/mlflow_auth\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    (root / "auth").mkdir()
+    kubelet = Kubelet(
+        objects,
+        secrets={  # the Secrets of docs/runbook.md step 5, with throwaway values
+            "mlflow-db": {"username": DB[0], "password": DB[1]},
+            "mlflow-admin": {"username": ADMIN[0], "password": ADMIN[1], "flask-secret-key": "test-only-flask-key"},
+            "mlflow-s3": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        },
+        services={
+            "postgres.mlflow.svc:5432": f"{postgres['host']}:{postgres['port']}",
+            "http://seaweedfs.seaweedfs.svc:8333": s3_server["AWS_ENDPOINT_URL"],
+        },
+        mounts={"/auth": root / "auth"},
     )
-    port = free_port()
-    env = {
-        **os.environ,
-        **s3_server,
-        "MLFLOW_S3_ENDPOINT_URL": s3_server["AWS_ENDPOINT_URL"],
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
-        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-flask-key",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    # PATH: the image's mlflow and sh are this environment's
+    base_env["PATH"] = f"{Path(sys.executable).parent}:{base_env.get('PATH', '')}"
+    for init in deployment["initContainers"]:
+        env = kubelet.env(init)
+        done = subprocess.run(kubelet.argv(init, env), env={**base_env, **env}, capture_output=True, text=True)
+        assert done.returncode == 0, f"init container {init['name']}: {done.stderr}"
+    (server,) = deployment["containers"]
+    env = kubelet.env(server)
+    argv = kubelet.argv(server, env)
+    port = server["ports"][0]["containerPort"]
+    if not port_is_free(port):
+        pytest.fail(f"port {port} (the manifest's containerPort) is in use on this machine: stop what holds it")
     log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"{db}/mlflow",
-            "--artifacts-destination",
-            f"s3://{BUCKET}/artifacts",
-            "--serve-artifacts",
-            "--allowed-hosts",
-            f"127.0.0.1:{port},localhost:{port}",
-            "--app-name",
-            "basic-auth",
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen(argv, cwd=root, env={**base_env, **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, timeout=120)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://localhost:{port}"  # a Host the manifest's --allowed-hosts lists
+        probe = server["readinessProbe"]["httpGet"]["path"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the port opens before the app has migrated its tables
             try:
-                urllib.request.urlopen(f"{url}/health", timeout=5)
+                urllib.request.urlopen(f"{url}{probe}", timeout=5)
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
-        yield {"url": url, "log": str(root / "server.log"), "db": f"{db}/mlflow", **s3_server}
+        db = env["DB_USER"], env["DB_PASSWORD"]
+        yield {
+            "url": url,
+            "log": str(root / "server.log"),
+            "db": f"postgresql://{db[0]}:{db[1]}@{postgres['host']}:{postgres['port']}/mlflow",
+            "bucket": bucket,
+            "argv": argv,
+            **s3_server,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def status_of(url: str, headers: dict[str, str] | None = None) -> int:
@@ -198,6 +213,34 @@ def test_server_enforces_basic_auth_and_allowed_hosts(mlflow_server):
     assert status_of(api, {**auth, "Host": "evil.example:80"}) == 403  # DNS rebinding guard
 
 
+def test_the_rendered_server_serves_the_ui_and_accepts_an_authenticated_run(mlflow_server):
+    import base64
+
+    # the manifest's own args reached the process: PostgreSQL backend, proxied artifacts, basic auth
+    argv = " ".join(mlflow_server["argv"])
+    assert "--backend-store-uri=postgresql+psycopg2://" in argv and "--app-name=basic-auth" in argv
+    auth = {"Authorization": "Basic " + base64.b64encode(":".join(ADMIN).encode()).decode()}
+    page = urllib.request.urlopen(urllib.request.Request(f"{mlflow_server['url']}/", headers=auth), timeout=10)
+    assert page.status == 200 and b"<html" in page.read().lower()
+
+    def call(path: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{mlflow_server['url']}/api/2.0/mlflow/{path}",
+            data=json.dumps(body).encode(),
+            headers={**auth, "Content-Type": "application/json"},
+        )
+        return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+    experiment = call("experiments/create", {"name": "rendered-manifest-check"})["experiment_id"]
+    run = call("runs/create", {"experiment_id": experiment, "run_name": "authenticated"})["run"]
+    call("runs/log-metric", {"run_id": run["info"]["run_id"], "key": "f1", "value": 81.9, "timestamp": 0, "step": 0})
+    import psycopg2
+
+    with psycopg2.connect(mlflow_server["db"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT value FROM metrics WHERE run_uuid = %s AND key = 'f1'", (run["info"]["run_id"],))
+        assert cur.fetchone()[0] == 81.9
+
+
 def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_path):
     env = {
         "MLFLOW_TRACKING_URI": mlflow_server["url"],
@@ -215,7 +258,7 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
     # runs and the registry live in PostgreSQL ...
     import psycopg2
 
-    with psycopg2.connect(mlflow_server["db"].replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+    with psycopg2.connect(mlflow_server["db"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs")
         assert cur.fetchone()[0] >= 6  # parent + nested stage runs
         cur.execute("SELECT name, version FROM model_versions")
@@ -234,7 +277,7 @@ def test_smoke_pipeline_tracks_and_registers_on_the_server(mlflow_server, tmp_pa
     )
     keys = [
         o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=mlflow_server["bucket"])
         for o in page.get("Contents", [])
     ]
     assert any(k.endswith("model.safetensors") for k in keys), keys[:20]

