@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFORMANCE := tests/data/conformance
 
-.PHONY: setup system-deps demo test test-fast lint bench bench-augment bench-serve bench-train bench-cost validate-infra minilm proof-minilm clean
+.PHONY: setup system-deps demo test test-fast test-images lint bench bench-augment bench-serve bench-train bench-cost validate-infra minilm proof-minilm clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,10 +23,17 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 test: setup system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/images
+
+# the CPU step image and the serving image: built with podman on a debootstrapped Debian bookworm base
+# (no registry is needed), then a pipeline step runs in the first and the second answers V1 and V2 as
+# `distilqa predict` does (tests/images); CI runs it after `make test`
+test-images: setup
+	bash scripts/images.sh
+	$(BIN)/python -m pytest tests/images
 
 test-fast: setup system-deps
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest --ignore=tests/images -m "not slow"
 
 LINTED := src components pipelines serving tests scripts
 lint: setup

@@ -34,10 +34,14 @@ def kfp_run_id() -> str:
 
 def component(**options):  # type: ignore[no-untyped-def]
     """`@dsl.component`, except inside a running step: there KFP sets KFP_RUNTIME and kfp.dsl only
-    offers the runtime types, and the module is imported just for its `run_*` function."""
+    offers the runtime types, and the module is imported just for its `run_*` function.
+
+    The images carry kfp already (distilqa depends on it), so a step starts `python3 -m
+    kfp.dsl.executor_main` directly: no pip install into the image at pod start, no network needed.
+    """
     from kfp import dsl
 
     decorator = getattr(dsl, "component", None)
     if decorator is None:
         return lambda func: func
-    return decorator(**options)
+    return decorator(install_kfp_package=False, **options)
