@@ -76,15 +76,37 @@ def run_deploy_local(
     return False, f"{detail}; champion unchanged", url
 
 
+class InferenceServices:
+    """Get and merge-patch InferenceServices with the kubernetes client (in-cluster, else the kubeconfig).
+
+    KServeClient.patch accepts only its model classes, not the plain dicts the steps build, so the
+    custom-objects API is called directly; a dict body goes out as application/merge-patch+json.
+    """
+
+    GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+    def __init__(self) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self._api = client.CustomObjectsApi()
+
+    def get(self, name: str, namespace: str) -> dict:
+        return self._api.get_namespaced_custom_object(self.GROUP, self.VERSION, namespace, self.PLURAL, name)
+
+    def patch(self, name: str, body: dict, namespace: str) -> dict:
+        return self._api.patch_namespaced_custom_object(self.GROUP, self.VERSION, namespace, self.PLURAL, name, body)
+
+
 def remove_canary(service_name: str, namespace: str) -> bool:
     """Drop spec.canary from the InferenceService if one is there; True when something was removed."""
-    from kserve import KServeClient
-
-    ks = KServeClient()
-    isvc = ks.get(service_name, namespace=namespace)
-    if not isvc.get("spec", {}).get("canary"):
+    isvc = InferenceServices()
+    if not isvc.get(service_name, namespace).get("spec", {}).get("canary"):
         return False
-    ks.patch(service_name, {"spec": {"canary": None}}, namespace=namespace)
+    isvc.patch(service_name, {"spec": {"canary": None}}, namespace)
     return True
 
 
@@ -103,9 +125,9 @@ def run_deploy_cluster(
     res = build_section("resources", resources)
     c = client(tracking.get("uri", ""))
     uri = storage_uri(c.get_model_version_download_uri(r.model_name, version), d.artifacts_destination)
-    ks = KServeClient()
+    ks, isvcs = KServeClient(), InferenceServices()
     canary = canary_spec(deploy, res.serving_image, uri, r.model_name)
-    ks.patch(d.service_name, {"spec": {"canary": [canary]}}, namespace=d.namespace)
+    isvcs.patch(d.service_name, {"spec": {"canary": [canary]}}, d.namespace)
     ks.wait_isvc_ready(d.service_name, namespace=d.namespace, timeout_seconds=d.ready_timeout_s)
     isvc = ks.get(d.service_name, namespace=d.namespace)
     url = isvc["status"].get("components", {}).get("canary", {}).get("url") or isvc["status"]["url"]
@@ -113,7 +135,7 @@ def run_deploy_cluster(
     ok, detail = probe(url, r.model_name, dev_path, predictions, d.probe_questions)
     if ok:
         stable = {"spec": {"canary": None, "predictor": {"containers": [{**canary["predictor"]["containers"][0]}]}}}
-        ks.patch(d.service_name, stable, namespace=d.namespace)
+        isvcs.patch(d.service_name, stable, d.namespace)
         time.sleep(1)
         ks.wait_isvc_ready(d.service_name, namespace=d.namespace, timeout_seconds=d.ready_timeout_s)
         old = promote(c, r.model_name, version)
