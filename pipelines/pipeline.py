@@ -288,17 +288,21 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
         "evaluate",
     )
     ev.set_cpu_request("4").set_memory_request("8Gi")
+    # what the gate's model card and the registered version record about where the model came from
+    lineage = {
+        "registry": p["registry"],
+        "tracking": track,
+        "models": p["models"],
+        "train_checksum": ingest.outputs["train_checksum"],
+        "dev_checksum": ingest.outputs["dev_checksum"],
+    }
     gate = _cpu(
         gate_op(
             f1=ev.outputs["f1"],
             p95_ms=ev.outputs["p95_ms"],
             evaluation=ev.outputs["evaluation"],
             gate=p["gate"],
-            registry=p["registry"],
-            tracking=track,
-            models=p["models"],
-            train_checksum=ingest.outputs["train_checksum"],
-            dev_checksum=ingest.outputs["dev_checksum"],
+            **lineage,
         ),
         profile,
         "gate",
@@ -315,11 +319,7 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
                 report=gate.outputs["report"],
                 window=p["window"],
                 deploy=p["deploy"],
-                registry=p["registry"],
-                tracking=track,
-                models=p["models"],
-                train_checksum=ingest.outputs["train_checksum"],
-                dev_checksum=ingest.outputs["dev_checksum"],
+                **lineage,
             ),
             profile,
             "register",

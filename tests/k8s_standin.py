@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.standin_http import JsonHandler, LoopbackServer
 
 PATH = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)/(?P<name>[^/?]+)$"
@@ -34,23 +34,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     objects: dict[tuple[str, str, str], dict]
     requests: list[dict]
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _status(self, code: int, reason: str, message: str) -> None:
-        self._reply(
+        self.reply(
             code,
             {
                 "kind": "Status",
@@ -72,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
         if key is None or key not in self.objects:
             self._status(404, "NotFound", f"{key} not found")
             return
-        self._reply(200, self.objects[key])
+        self.reply(200, self.objects[key])
 
     def do_PATCH(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -92,18 +81,16 @@ class Handler(BaseHTTPRequestHandler):
         if after.get("spec") != before.get("spec"):
             after["metadata"]["generation"] = before["metadata"].get("generation", 1) + 1
         self.objects[key] = after
-        self._reply(200, after)
+        self.reply(200, after)
 
 
-class K8sStandin:
+class K8sStandin(LoopbackServer):
     """`with K8sStandin(tmp_path) as api:` serves on loopback; api.kubeconfig is a kubeconfig file for it."""
 
     def __init__(self, directory: Path) -> None:
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.requests: list[dict] = []
-        handler = type("BoundHandler", (Handler,), {"objects": self.objects, "requests": self.requests})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(type("BoundHandler", (Handler,), {"objects": self.objects, "requests": self.requests}))
         self.kubeconfig = directory / "kubeconfig"
         self.kubeconfig.write_text(
             json.dumps(
@@ -126,11 +113,3 @@ class K8sStandin:
 
     def get(self, plural: str, namespace: str, name: str) -> dict:
         return self.objects[(plural, namespace, name)]
-
-    def __enter__(self) -> K8sStandin:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()

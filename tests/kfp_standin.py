@@ -19,13 +19,13 @@ import email.parser
 import email.policy
 import itertools
 import json
-import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
+
+from tests.standin_http import JsonHandler, LoopbackServer
 
 PREFIX = "/apis/v2beta1"
 
@@ -72,19 +72,8 @@ def _compiled_pipeline(data: bytes) -> dict:
     return spec
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     state: State  # set on the subclass made per server
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _handle(self, method: str) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -105,9 +94,9 @@ class Handler(BaseHTTPRequestHandler):
             if route != "/healthz":
                 self._authorize()
             body = self._route(method, route, query, raw, record)
-            self._reply(200, body)
+            self.reply(200, body)
         except ApiError as exc:
-            self._reply(exc.status, {"error": str(exc), "message": str(exc), "code": exc.status})
+            self.reply(exc.status, {"error": str(exc), "message": str(exc), "code": exc.status})
 
     def _authorize(self) -> None:
         s = self.state
@@ -231,19 +220,9 @@ class Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
 
-class KfpStandin:
+class KfpStandin(LoopbackServer):
     """`with KfpStandin(token=...) as kfp:` serves on loopback at kfp.url."""
 
     def __init__(self, token: str = "", cookie: str = "", multi_user: bool = True) -> None:
         self.state = State(token=token, cookie=cookie, multi_user=multi_user)
-        handler = type("BoundHandler", (Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> KfpStandin:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(type("BoundHandler", (Handler,), {"state": self.state}))
