@@ -187,12 +187,15 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
     # what every training step needs: the same on every run (the run id comes from the environment), so
     # a stage whose inputs did not change is taken from KFP's cache
     run = {"resources": resources, "registry": p["registry"]}
-    ingest = _cpu(ingest_op(data=p["data"]), profile, "ingest")
+    # every step starts after open-tracking (.after(tracking) on the DAG's sources): whatever fails, the
+    # MLflow parent run exists for the ExitHandler to mark FAILED
+    ingest = _cpu(ingest_op(data=p["data"]), profile, "ingest").after(tracking)
     train, dev = ingest.outputs["train"], ingest.outputs["dev"]
 
     # augmentation: as many shards as the run's augment.shards, in parallel, then merged (input of S2a)
     mlm = _cpu(augment_mlm_op(augment=p["augment"], models=p["models"]), profile, "import augmentation MLM")
-    plan = _cpu(augment_plan_op(augment=p["augment"]), profile, "augmentation shards")
+    plan = _cpu(augment_plan_op(augment=p["augment"]), profile, "augmentation shards").after(tracking)
+    mlm.after(tracking)
     with dsl.ParallelFor(plan.output, parallelism=8) as shard:
         aug = _cpu(
             augment_shard_op(train=train, mlm=mlm.outputs["out"], augment=p["augment"], shard=shard),
@@ -216,6 +219,7 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
         guard = {"same_as": m.prediction_teacher, "same_as_is_base_lm": m.prediction_teacher_is_base_lm}
         with dsl.If(base == True, name=f"{role}-teacher-is-base-lm"):  # noqa: E712 - a pipeline condition
             base_lm = _cpu(import_model_op(location=location, auto_class=MLM), profile, f"import {role} base LM")
+            base_lm.after(tracking)
             tuned = _gpu(
                 finetune_teacher_op(
                     model=base_lm.outputs["out"],
@@ -232,6 +236,7 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
             ).after(tracking)
         with dsl.Else():
             pinned = _cpu(import_model_op(location=location, auto_class=QA), profile, f"import {role} teacher")
+            pinned.after(tracking)
         teachers[role] = dsl.OneOf(tuned.outputs["out"], pinned.outputs["out"])
     if shared:
         teachers["intermediate"] = teachers["prediction"] = teachers["shared"]
@@ -240,7 +245,7 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
     with dsl.If(m.student_backbone == "", name="run-general-distillation"):
         general_teacher = _cpu(
             import_model_op(location=m.general_teacher, auto_class=MLM), profile, "import general teacher"
-        )
+        ).after(tracking)
         s1 = _gpu(
             general_op(teacher=general_teacher.outputs["out"], models=p["models"], general=p["general"], **run),
             profile,
@@ -248,6 +253,7 @@ def _steps(p: dict[str, Any], profile: Profile, resources: dict[str, Any], condi
         ).after(tracking)
     with dsl.Else():
         ready = _cpu(prepare_student_op(backbone=m.student_backbone, models=p["models"]), profile, "student backbone")
+        ready.after(tracking)
     student = dsl.OneOf(s1.outputs["out"], ready.outputs["out"])
 
     common = {"window": p["window"], **run}

@@ -126,12 +126,18 @@ def close_pipeline_run(uri: str, experiment: str, kfp_run_id: str, state: str, e
     The failing step is the one a step recorded (note_failed_step), else a training stage whose nested
     run did not finish (a killed pod leaves it RUNNING), else what KFP's final status says.
     """
-    run_id = find_pipeline_run(uri, experiment, kfp_run_id)
-    if not run_id:
-        return {}
     from mlflow import MlflowClient
 
     c = MlflowClient(uri)
+    run_id = find_pipeline_run(uri, experiment, kfp_run_id)
+    if not run_id:
+        if state.upper() in ("SUCCEEDED", "SUCCESS") or not kfp_run_id:
+            return {}
+        # open-tracking itself failed (every other step waits for it): leave a FAILED run all the same
+        found = c.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else c.create_experiment(experiment)
+        tags = {"kfp.run_id": kfp_run_id, "distilqa.pipeline": "true", "distilqa.failed_step": "open_tracking"}
+        run_id = c.create_run(experiment_id, tags=tags, run_name="pipeline").info.run_id
     parent = c.get_run(run_id)
     ok = state.upper() in ("SUCCEEDED", "SUCCESS")
     failed = parent.data.tags.get("distilqa.failed_step", "")
@@ -143,8 +149,8 @@ def close_pipeline_run(uri: str, experiment: str, kfp_run_id: str, state: str, e
             r.data.tags.get("distilqa.stage", r.info.run_name) for r in children if r.info.status != "FINISHED"
         )
         c.set_tag(run_id, "distilqa.failed_step", failed or "unknown (see the KFP run)")
-        if error:
-            c.set_tag(run_id, "distilqa.error", error[:4000])
+    if not ok and error and "distilqa.error" not in parent.data.tags:  # a step's own error is the better one
+        c.set_tag(run_id, "distilqa.error", error[:4000])
     for child in c.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'",

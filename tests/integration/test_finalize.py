@@ -44,3 +44,20 @@ def test_a_successful_run_leaves_the_inference_service_alone(api):
     api.requests.clear()  # kubectl kustomize above asked the stand-in for its /version
     assert run_finalize("SUCCEEDED", "", NO_TRACKING, DEPLOY, "run-1") == {}
     assert api.requests == []
+
+
+def test_a_run_that_failed_before_tracking_still_leaves_a_failed_mlflow_run(tmp_path, monkeypatch):
+    """open-tracking is the one step nothing waits for; if it failed, finalize makes the FAILED run itself."""
+    from distilqa.components.finalize import run_finalize
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = run_finalize("FAILED", "Task open-tracking failed", {"tracking_uri": uri}, {"mode": "local"}, "run-7")
+    assert out["status"] == "FAILED" and out["failed_step"] == "open_tracking"
+    c = MlflowClient(uri)
+    (run,) = c.search_runs([c.get_experiment_by_name("distilqa").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["kfp.run_id"] == "run-7"
+    assert run.data.tags["distilqa.error"] == "Task open-tracking failed"
+    # a successful run without a parent (tracking off at open time) creates nothing
+    assert run_finalize("SUCCEEDED", "", {"tracking_uri": uri}, {"mode": "local"}, "run-8") == {}

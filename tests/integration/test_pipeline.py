@@ -290,6 +290,16 @@ def test_models_and_data_pass_as_artifacts_and_training_inputs_are_the_same_ever
             per_run = re.findall(r"\{\{\$\.pipeline_(?:job|task)_\w+\}\}", text)  # run ids, names, times
             assert not per_run, f"{name}.{key} changes every run: {per_run}"
             assert "open-tracking" not in text, f"{name}.{key} depends on the run's MLflow parent: {text}"
+    # every step of the ExitHandler's DAG waits for open-tracking, so a failure always finds the MLflow run
+    (handler,) = [c for n, c in spec["components"].items() if n.startswith("comp-exit-handler")]
+    dag = handler["dag"]["tasks"]
+
+    def upstream(name: str) -> set[str]:
+        direct = set(dag[name].get("dependentTasks", []))
+        return direct.union(*(upstream(d) for d in direct)) if direct else set()
+
+    waiting = {n for n in dag if n != "open-tracking-op" and "open-tracking-op" not in upstream(n)}
+    assert not waiting, f"steps that can run before open-tracking: {sorted(waiting)}"
     # dsl.OneOf picks the teacher and the student among artifacts of the If/Else branches
     oneofs = [
         c for c in spec["components"].values() if "artifactSelectors" in json.dumps(c.get("dag", {}).get("outputs", {}))
