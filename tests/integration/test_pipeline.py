@@ -326,6 +326,7 @@ def test_a_failed_run_ends_its_mlflow_run_failed_with_the_failing_step(tmp_path)
         "models.intermediate_teacher_is_base_lm=false",  # no teacher fine-tunes: a short run
         "models.prediction_teacher_is_base_lm=false",
     ]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # explicit: an earlier test's mlflow.set_tracking_uri sets the env
     result = run_cli(
         "run",
         "--profile",
@@ -333,12 +334,13 @@ def test_a_failed_run_ends_its_mlflow_run_failed_with_the_failing_step(tmp_path)
         *[a for o in overrides for a in ("--set", o)],
         "--output-dir",
         str(out),
+        env={"MLFLOW_TRACKING_URI": uri},
         timeout=600,
     )
     assert result.returncode == 1 and "prepare-student-op" in result.stderr, result.stderr[-2000:]
     from mlflow import MlflowClient
 
-    c = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    c = MlflowClient(uri)
     (parent,) = c.search_runs([c.get_experiment_by_name("distilqa").experiment_id], "tags.`distilqa.pipeline` = 'true'")
     assert parent.info.status == "FAILED" and parent.data.tags["kfp.state"] == "FAILED"
     assert parent.data.tags["distilqa.failed_step"] == "prepare_student"
