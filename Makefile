@@ -84,4 +84,4 @@ proof-minilm: minilm
 		--augment-factor 2 --no-matched-control --reuse
 
 clean:
-	rm -rf $(VENV) .bench .pytest_cache
+	rm -rf $(VENV) .bench .pytest_cache .images

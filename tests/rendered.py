@@ -16,7 +16,6 @@ test, so a manifest that lacks a setting cannot pass by the test adding it.
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -121,7 +120,3 @@ def expand(text: str, env: dict[str, str]) -> str:
         lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
         text,
     )
-
-
-def shell_line(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
