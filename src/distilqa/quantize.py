@@ -4,7 +4,7 @@ PyTorch's dynamic int8 Linear (fbgemm, VNNI on x86) quantises its whole input te
 taken from that tensor's min and max. In a batch of windows, one window's answer then depends on the
 windows that share its forward pass, and a server that batches concurrent requests would not answer
 as `distilqa predict` does (90.5 % of answers equal between passes of 1 and 32 windows: random
-6 × 768 model, 200 dev questions, session 7). `WindowwiseLinear` calls the same fbgemm kernel
+6 × 768 model, 200 dev questions, AVX-512 EPYC, 2026-11-25). `WindowwiseLinear` calls the same fbgemm kernel
 once per window, so each window is quantised by its own range: int8 products accumulate exactly in
 int32, and with windows of one length per pass (no padding rows, see `QAModel.logits`) a window's
 logits are bit-identical whatever else is in the batch. The per-window calls cost nothing
