@@ -19,7 +19,7 @@ def run_finalize(state: str, error: str, registry: dict, deploy: dict, kfp_run_i
     closed = close_pipeline_run(uri, r.experiment, kfp_run_id, state, error) if uri else {}
     failed = state.upper() not in ("SUCCEEDED", "SUCCESS")
     if failed and d.mode == "cluster":
-        from distilqa.components.deploy import remove_canary
+        from distilqa.serving.rollout import remove_canary
 
         closed["canary_removed"] = str(remove_canary(d.service_name, d.namespace))
     print(f"finalize: pipeline {state}: {closed}")

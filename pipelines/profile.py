@@ -128,11 +128,18 @@ class Registry:
 
 @dataclass(frozen=True)
 class Deploy:
-    mode: str = "local"  # local: predictor on loopback; cluster: KServe InferenceService
+    """How the deploy step rolls a registered version out (docs/runbook.md, "The rollout")."""
+
+    mode: str = "local"  # local: predictor on loopback; cluster: KServe InferenceService (Standard mode)
     namespace: str = "distilqa"
     service_name: str = "tinyroberta-squad2"
-    canary_percent: int = 10
+    # traffic percent of the canary at each step; the last must be 100 (promotion): 10,100 or 10,50,100
+    canary_steps: tuple[int, ...] = (10, 100)
     probe_questions: int = 20
+    probe_timeout_s: float = 30.0  # one probe request; a canary slower than this is rolled back
+    max_error_rate: float = 0.01  # share of the canary's requests answered 5xx while a step lasts
+    bake_s: float = 0.0  # how long each canary step stays under live traffic before its checks
+    poll_s: float = 2.0  # how often the InferenceService status is read while waiting
     service_account: str = "distilqa-serving"
     ready_timeout_s: int = 600
     artifacts_destination: str = "s3://distilqa-mlflow/artifacts"  # mlflow-artifacts:/ maps here (for storageUri)
@@ -143,9 +150,22 @@ class Deploy:
             raise ConfigError(f"{where}.precision must be fp32, bf16 or int8, got {self.precision!r}")
         if self.mode not in ("local", "cluster"):
             raise ConfigError(f"{where}.mode must be local or cluster, got {self.mode!r}")
-        if not 0 <= self.canary_percent <= 100:
-            raise ConfigError(f"{where}.canary_percent must be within [0, 100], got {self.canary_percent}")
-        _positive(where, probe_questions=self.probe_questions, ready_timeout_s=self.ready_timeout_s)
+        steps = self.canary_steps
+        if not steps or steps[-1] != 100 or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ConfigError(
+                f"{where}.canary_steps must rise strictly within 1..100 and end at 100 (promotion), got {list(steps)}"
+            )
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"{where}.max_error_rate must be within [0, 1], got {self.max_error_rate}")
+        if self.bake_s < 0:
+            raise ConfigError(f"{where}.bake_s must be >= 0, got {self.bake_s}")
+        _positive(
+            where,
+            probe_questions=self.probe_questions,
+            probe_timeout_s=self.probe_timeout_s,
+            poll_s=self.poll_s,
+            ready_timeout_s=self.ready_timeout_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -206,8 +226,13 @@ class Profile:
     resources: Resources = field(default_factory=Resources)
 
     def sections(self) -> dict[str, dict[str, Any]]:
-        """The pipeline's parameters: one JSON object per section."""
-        return {f.name: asdict(getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "description")}
+        """The pipeline's parameters: one JSON object per section (tuples become lists, as JSON has them)."""
+        import json
+
+        sections = {
+            f.name: asdict(getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "description")
+        }
+        return json.loads(json.dumps(sections))
 
 
 _TYPES = {f.name: type(f.default_factory()) for f in fields(Profile) if f.name not in ("name", "description")}  # type: ignore[misc]

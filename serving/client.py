@@ -41,4 +41,7 @@ def ask(
             pass
         raise DistilqaError(f"{target}: HTTP {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DistilqaError(f"{target}: cannot connect: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise DistilqaError(f"{target}: no answer within {timeout:g}s (timed out)") from None
+        raise DistilqaError(f"{target}: cannot connect: {reason}") from None

@@ -16,7 +16,7 @@ from distilqa.serving.requests import InvalidRequest, Options, parse_v1, parse_v
 from distilqa.serving.settings import ServeSettings
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from distilqa.decode import Answer
 from distilqa.inference import BatchConfig, QAModel, share_cores
@@ -28,6 +28,8 @@ BATCH_SECONDS = Histogram(
     "Compute time of one model batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# the deploy step's error-rate check of a canary reads these from /metrics (distilqa.serving.rollout)
+REQUESTS = Counter("distilqa_requests", "Predict requests by outcome: ok, invalid (4xx) or error (5xx)", ["outcome"])
 WARMUP = Example("warmup", "What is being warmed up?", "The model is being warmed up before it is ready.")
 
 
@@ -58,6 +60,18 @@ class QAPredictor(kserve.Model):
         )
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        try:
+            response = await self._predict(payload)
+        except InvalidInput:
+            REQUESTS.labels("invalid").inc()
+            raise
+        except Exception:
+            REQUESTS.labels("error").inc()
+            raise
+        REQUESTS.labels("ok").inc()
+        return response
+
+    async def _predict(self, payload: Any) -> Any:
         is_v2 = isinstance(payload, InferRequest)
         try:
             parse = parse_v2 if is_v2 else parse_v1

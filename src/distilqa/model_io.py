@@ -21,7 +21,8 @@ def load_pretrained(location: str | os.PathLike[str], auto_class: str, **model_k
         from distilqa.storage import download_prefix
 
         location = str(download_prefix(location))
-    path = Path(location)
+    path = registered_model_dir(Path(location))
+    location = str(path) if path.exists() else location
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{location}: not a model directory (no config.json)")
     if not path.exists() and (location.startswith((".", "/")) or location.count("/") > 1):
@@ -37,6 +38,16 @@ def load_pretrained(location: str | os.PathLike[str], auto_class: str, **model_k
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{location}: needs a fast tokenizer (character offsets)")
     return tokenizer, model.eval()
+
+
+def registered_model_dir(path: Path) -> Path:
+    """The Hugging Face directory inside a registered MLflow version (MLmodel at the top, the model under
+    artifacts/<its name>/): what KServe's storage initializer puts at /mnt/models from the version's
+    storageUri. Any other path is returned unchanged."""
+    if (path / "config.json").is_file() or not (path / "MLmodel").is_file():
+        return path
+    found = sorted(p.parent for p in (path / "artifacts").glob("*/config.json"))
+    return found[0] if found else path
 
 
 def resolve_location(location: str) -> str:

@@ -98,8 +98,9 @@ def model_dir_of(c: Any, name: str, version: str, dest: str | os.PathLike[str] |
             artifact_uri=f"models:/{name}/{version}", dst_path=str(dest) if dest else None
         )
     )
-    found = sorted(p.parent for p in (root / "artifacts").glob("*/config.json"))  # mlflow keeps the dir's name
-    local = found[0] if found else root / "artifacts" / "model"
+    from distilqa.model_io import registered_model_dir
+
+    local = registered_model_dir(root)
     if not (local / "config.json").is_file():
         raise ModelError(f"models:/{name}/{version}: no model directory in its artifacts")
     return local

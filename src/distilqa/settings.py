@@ -143,7 +143,18 @@ def coerce(where: str, value: Any, kind: type) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
+    if get_origin(kind) is tuple:
+        return _int_tuple(where, value)
     return value
+
+
+def _int_tuple(where: str, value: Any) -> tuple[int, ...]:
+    """A list of integers from YAML (`[10, 100]`), JSON through KFP, `--set` text (`10,50,100`) or one int."""
+    if isinstance(value, str):
+        value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    return tuple(coerce(f"{where}[{i}]", v, int) for i, v in enumerate(value))
 
 
 def positive_ints(obj: Any, *names: str) -> None:

@@ -3,8 +3,9 @@
 - The CPU step image runs a pipeline step exactly as KFP runs it: the compiled pipeline's own command
   and args for the ingest step, its `{{$}}` placeholder filled with an executor input whose artifact
   URIs are s3:// (the launcher stages them under /s3, mounted here from a directory).
-- The serving image runs with the rendered InferenceService's args and a model at /mnt/models (what
-  KServe's storage initializer provides), and answers through V1 and V2 exactly as `distilqa predict`.
+- The serving image runs with the args of the InferenceService the deploy step creates and a model at
+  /mnt/models (what KServe's storage initializer provides), and answers through V1 and V2 exactly as
+  `distilqa predict`.
 - Both say what they are: the git SHA they were built from, as a label and in distilqa's code version,
   and they run as the non-root user the manifests expect.
 """
@@ -24,7 +25,6 @@ import yaml
 
 from distilqa.squad import load_squad
 from tests.conftest import run_cli
-from tests.rendered import find, render
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = os.environ.get("TAG", "dev")
@@ -125,7 +125,10 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
 
 
 def test_the_serving_image_answers_v1_and_v2_as_distilqa_predict(tiny_roberta_dir, dev_slice_file, tmp_path):
-    isvc = find(render("manifests/serving/overlays/canary"), "InferenceService", "tinyroberta-squad2")
+    from distilqa.serving.rollout import Release, first_state
+
+    release = Release(SERVE, "s3://b/1", "tinyroberta-squad2", "1", "fp32")
+    isvc = first_state(release, "distilqa", "tinyroberta-squad2", "distilqa-serving")
     (container,) = isvc["spec"]["predictor"]["containers"]
     args = container["args"]
     name, port = args[args.index("--name") + 1], int(args[args.index("--port") + 1])

@@ -1,12 +1,22 @@
 """The ExitHandler's finalize step against a Kubernetes API stand-in (tests/k8s_standin.py): a failed
-run removes the canary a cluster deploy left in the InferenceService, through the real kserve client."""
+run removes the canary a cluster deploy left in the InferenceService, through the real kubernetes client."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.k8s_standin import K8sStandin
-from tests.rendered import find, render
+
+
+def with_canary() -> dict:
+    """The InferenceService as a deploy step killed mid-rollout leaves it: version 1 stable, 2 canary."""
+    from distilqa.serving.rollout import Release, canary_state, first_state
+
+    one = Release("ghcr.io/distilqa/distilqa-serve:0.1.0", "s3://b/1", "tinyroberta-squad2", "1", "fp32")
+    obj = first_state(one, "distilqa", "tinyroberta-squad2", "distilqa-serving")
+    obj["spec"] = canary_state(obj["spec"], Release(one.image, "s3://b/2", one.served_name, "2", "fp32"), 10)
+    return obj
+
 
 DEPLOY = {"mode": "cluster", "namespace": "distilqa", "service_name": "tinyroberta-squad2"}
 NO_TRACKING = {"tracking_uri": ""}
@@ -23,7 +33,7 @@ def api(tmp_path, monkeypatch):
 def test_a_failed_run_removes_the_canary_and_keeps_the_stable_predictor(api):
     from distilqa.components.finalize import run_finalize
 
-    isvc = find(render("manifests/serving/overlays/canary"), "InferenceService", "tinyroberta-squad2")
+    isvc = with_canary()
     assert isvc["spec"]["canary"]
     api.put(isvc)
     out = run_finalize("FAILED", "Task deploy failed", NO_TRACKING, DEPLOY, "run-1")
@@ -31,7 +41,8 @@ def test_a_failed_run_removes_the_canary_and_keeps_the_stable_predictor(api):
     after = api.get("inferenceservices", "distilqa", "tinyroberta-squad2")
     assert "canary" not in after["spec"] and after["spec"]["predictor"] == isvc["spec"]["predictor"]
     (patch,) = [r for r in api.requests if r["method"] == "PATCH"]
-    assert patch["content_type"] == "application/merge-patch+json" and patch["body"] == {"spec": {"canary": None}}
+    assert patch["content_type"] == "application/merge-patch+json" and patch["body"]["spec"] == {"canary": None}
+    assert patch["body"]["metadata"]["resourceVersion"]  # only if nobody changed it meanwhile
     # nothing left to remove: no second patch
     assert run_finalize("FAILED", "again", NO_TRACKING, DEPLOY, "run-1")["canary_removed"] == "False"
     assert len([r for r in api.requests if r["method"] == "PATCH"]) == 1
@@ -40,8 +51,7 @@ def test_a_failed_run_removes_the_canary_and_keeps_the_stable_predictor(api):
 def test_a_successful_run_leaves_the_inference_service_alone(api):
     from distilqa.components.finalize import run_finalize
 
-    api.put(find(render("manifests/serving/overlays/canary"), "InferenceService", "tinyroberta-squad2"))
-    api.requests.clear()  # kubectl kustomize above asked the stand-in for its /version
+    api.put(with_canary())
     assert run_finalize("SUCCEEDED", "", NO_TRACKING, DEPLOY, "run-1") == {}
     assert api.requests == []
 

@@ -1,6 +1,7 @@
-"""The InferenceService's predictor containers as rendered, run as the kubelet would (tests/rendered.py):
-the serving image's ENTRYPOINT with the manifest's args and env, a model at /mnt/models (what KServe's
-storage initializer provides), and the manifest's own readiness and liveness probes must answer."""
+"""The InferenceService's predictor container as the deploy step creates it, run as the kubelet would
+(tests/rendered.py): the serving image's ENTRYPOINT with the object's args and env, a model at
+/mnt/models (what KServe's storage initializer provides), and its own readiness and liveness probes
+must answer."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from tests.rendered import Kubelet, entrypoint, find, render
+from tests.rendered import Kubelet, entrypoint
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,10 @@ def probe(port: int, path: str) -> int:
 
 
 def test_the_rendered_predictor_starts_and_passes_its_probes(tiny_roberta_dir, tmp_path):
-    isvc = find(render("manifests/serving/base"), "InferenceService", "tinyroberta-squad2")
+    from distilqa.serving.rollout import Release, first_state
+
+    release = Release("ghcr.io/distilqa/distilqa-serve:0.1.0", "s3://b/1", "tinyroberta-squad2", "1", "fp32")
+    isvc = first_state(release, "distilqa", "tinyroberta-squad2", "distilqa-serving")
     (container,) = isvc["spec"]["predictor"]["containers"]
     kubelet = Kubelet([], secrets={}, services={}, mounts={"/mnt/models": tiny_roberta_dir})
     env = kubelet.env(container)

@@ -1,4 +1,5 @@
-"""The serving manifests and image, validated offline: kustomize builds, the CRD schema, canary rules."""
+"""The serving manifests, the deploy step's InferenceService states and the image, validated offline:
+kustomize builds, the CRD schema, Standard-mode canary rules."""
 
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ from distilqa.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = ROOT / "manifests" / "serving"
 SCHEMA = json.loads((ROOT / "tests" / "data" / "schemas" / "inferenceservice_v1beta1.schema.json").read_text())
-OVERLAYS = {
-    "base": SERVING / "base",
-    "canary": SERVING / "overlays" / "canary",
-    "knative": SERVING / "overlays" / "knative",
-}
+URI = "s3://distilqa-mlflow/artifacts/1/models/m-abc/artifacts"
 
 
 def build(path: Path) -> list[dict]:
@@ -29,44 +26,62 @@ def build(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def isvc(docs: list[dict]) -> dict:
-    (found,) = [d for d in docs if d["kind"] == "InferenceService"]
-    return found
+def states() -> dict[str, dict]:
+    """Every InferenceService state the deploy step applies (distilqa.serving.rollout)."""
+    from distilqa.pipelines.profile import Deploy
+    from distilqa.serving.rollout import Release, canary_state, first_state, promoted_state
+
+    d = Deploy()
+    one = Release("ghcr.io/distilqa/distilqa-serve:0.1.0", URI, "tinyroberta-squad2", "1", "fp32")
+    two = Release("ghcr.io/distilqa/distilqa-serve:0.2.0", URI.replace("m-abc", "m-def"), one.served_name, "2", "int8")
+    first = first_state(one, d.namespace, d.service_name, d.service_account)
+    canary = {**first, "spec": canary_state(first["spec"], two, 10)}
+    promoted = {**first, "spec": promoted_state(first["spec"], two)}
+    return {"first": first, "canary": canary, "promoted": promoted}
 
 
-@pytest.mark.parametrize("name", sorted(OVERLAYS))
-def test_overlay_builds_and_validates_against_the_crd(name):
-    docs = build(OVERLAYS[name])
-    service = isvc(docs)
-    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
-    jsonschema.Draft7Validator(SCHEMA).validate(service)
-    # no Secret: docs/runbook.md step 5 creates distilqa-s3 with its annotations (and keys on-prem)
-    assert {d["kind"] for d in docs} == {"InferenceService", "ServiceAccount", "Namespace", "NetworkPolicy"}
+def test_the_serving_base_builds_without_an_inference_service_or_secret():
+    docs = build(SERVING / "base")
+    # the deploy step creates the InferenceService; docs/runbook.md step 5 creates distilqa-s3
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Namespace", "NetworkPolicy"}
     assert all(d["metadata"].get("namespace") == "distilqa" for d in docs if d["kind"] != "Namespace")
 
 
+@pytest.mark.parametrize("name", ["first", "canary", "promoted"])
+def test_every_state_of_the_rollout_validates_against_the_crd(name):
+    jsonschema.Draft7Validator(SCHEMA).validate(states()[name])
+
+
 def test_the_schema_really_rejects_bad_objects():
-    service = isvc(build(OVERLAYS["canary"]))
+    service = states()["canary"]
     service["spec"]["canary"][0]["trafficPercent"] = 150
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(SCHEMA).validate(service)
 
 
-def test_canary_fields_match_the_deployment_mode():
-    standard, canary, knative = (isvc(build(OVERLAYS[n])) for n in ("base", "canary", "knative"))
-    for service in (standard, canary):
+def test_the_states_fit_the_serving_base_and_standard_mode():
+    from distilqa.pipelines.profile import Deploy
+
+    docs = build(SERVING / "base")
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    policy = next(d for d in docs if d["metadata"]["name"] == "predictor-from-gateways")
+    for service in states().values():
         assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
-        assert "canaryTrafficPercent" not in service["spec"]["predictor"]  # silently ignored in Standard mode
-    assert canary["spec"]["canary"][0]["trafficPercent"] == 10
-    assert canary["spec"]["canary"][0]["predictor"]["name"] != canary["spec"]["predictor"]["name"]
-    assert knative["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
-    assert knative["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    assert "canary" not in knative["spec"]  # spec.canary is Standard-mode only
+        assert service["metadata"]["namespace"] == account["metadata"]["namespace"] == Deploy().namespace
+        assert (
+            policy["spec"]["podSelector"]["matchLabels"]["serving.kserve.io/inferenceservice"] == Deploy().service_name
+        )
+        predictors = [service["spec"]["predictor"]] + [c["predictor"] for c in service["spec"].get("canary", [])]
+        for predictor in predictors:
+            assert "canaryTrafficPercent" not in predictor  # silently ignored in Standard mode
+            assert predictor["serviceAccountName"] == account["metadata"]["name"]
+    canary = states()["canary"]["spec"]
+    assert canary["canary"][0]["predictor"]["name"] != canary["predictor"]["name"]
 
 
-@pytest.mark.parametrize("name", sorted(OVERLAYS))
+@pytest.mark.parametrize("name", ["first", "canary", "promoted"])
 def test_containers_run_distilqa_serve_with_valid_flags(name):
-    service = isvc(build(OVERLAYS[name]))
+    service = states()[name]
     predictors = [service["spec"]["predictor"]] + [c["predictor"] for c in service["spec"].get("canary", [])]
     for predictor in predictors:
         (container,) = predictor["containers"]
@@ -76,7 +91,8 @@ def test_containers_run_distilqa_serve_with_valid_flags(name):
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["STORAGE_URI"].startswith("s3://")  # KServe cannot read models:/ URIs
         assert container["image"].startswith("ghcr.io/distilqa/distilqa-serve:")
-        assert predictor["serviceAccountName"] == "distilqa-serving"
+        version = predictor["labels"]["distilqa.io/model-version"]
+        assert args.precision == ("fp32" if version == "1" else "int8")
 
 
 def test_dockerfile_runs_the_serve_command_with_valid_defaults():
@@ -96,30 +112,18 @@ CREDENTIAL = re.compile(
 
 
 def test_no_credentials_in_manifests():
-    for path in SERVING.rglob("*.yaml"):
+    for path in [*SERVING.rglob("*.yaml"), ROOT / "serving" / "inferenceservice.yaml"]:
         for line in path.read_text().splitlines():
             assert not CREDENTIAL.search(line), f"{path}: {shlex.quote(line)}"
-    account = next(d for d in build(OVERLAYS["base"]) if d["kind"] == "ServiceAccount")
+    account = next(d for d in build(SERVING / "base") if d["kind"] == "ServiceAccount")
     assert account["secrets"] == [{"name": "distilqa-s3"}]  # created by the runbook, with its S3 annotations
 
 
-def test_the_deploy_steps_canary_patch_is_a_valid_inference_service():
-    """What components/deploy.py patches into the cluster's InferenceService passes the CRD schema."""
-    from distilqa.components.deploy import canary_spec, storage_uri
-    from distilqa.pipelines.profile import load_profile
+def test_storage_uri_maps_mlflow_artifacts_to_the_bucket():
+    from distilqa.components.deploy import storage_uri
 
-    deploy = vars(load_profile("production").deploy)
     uri = storage_uri("mlflow-artifacts:/1/models/m-abc/artifacts", "s3://distilqa-mlflow-1234/artifacts")
     assert uri == "s3://distilqa-mlflow-1234/artifacts/1/models/m-abc/artifacts"
     assert storage_uri("gs://b/x", "unused") == "gs://b/x"
     with pytest.raises(ValueError, match="KServe cannot pull"):
         storage_uri("file:///tmp/model", "s3://b")
-    service = isvc(build(OVERLAYS["base"]))
-    service["spec"]["canary"] = [
-        canary_spec(deploy, "ghcr.io/distilqa/distilqa-serve:0.1.0", uri, "tinyroberta-squad2")
-    ]
-    jsonschema.Draft7Validator(SCHEMA).validate(service)
-    (container,) = service["spec"]["canary"][0]["predictor"]["containers"]
-    args = build_parser().parse_args(["serve", *container["args"]])
-    assert args.host == "0.0.0.0" and args.precision == deploy["precision"]
-    assert service["spec"]["canary"][0]["trafficPercent"] == deploy["canary_percent"] == 10
