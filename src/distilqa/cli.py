@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -423,6 +424,10 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output model directory")
     _add_window_args(p)
     _add_train_args(p, (TrainConfig,))
+    p.add_argument(
+        "--features-cache", default="", help="Arrow feature cache directory (default $DISTILQA_CACHE/features)"
+    )
+    p.add_argument("--features-num-proc", type=int, default=1, help="processes that tokenize a new feature cache")
     p.set_defaults(handler=_run_finetune)
 
 
@@ -445,6 +450,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         from_namespace(TrainConfig, args),
         _window_config(args),
         model=args.model,
+        features_cache=args.features_cache,
+        features_num_proc=args.features_num_proc,
         checkpoint_dir=args.checkpoint_dir,
     )
     _launch_or_write(job, args)
@@ -1010,6 +1017,20 @@ def _add_bench(sub: Any) -> None:
     ba.add_argument("--work-dir", default=".bench")
     ba.add_argument("--output", help="also write the results as JSON here")
     ba.set_defaults(handler=_run_bench_augment)
+    bd = bench_sub.add_parser(
+        "data",
+        help="features/s and bytes per feature: the Arrow feature cache against in-memory tensors",
+        description="Builds the training features of the bundled dev set repeated --repeat times three ways, "
+        "each in its own process: in-memory padded tensors, an Arrow cache built by local rank 0 (--num-proc "
+        "tokenizing processes), and the cache opened by another rank; reports features/s and private and peak "
+        "bytes per feature.",
+    )
+    bd.add_argument("--repeat", type=int, default=20, help="copies of the dev set (default 20)")
+    bd.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="tokenizing processes (default: cores)")
+    bd.add_argument("--tokenizer", help="a tokenizer directory (default: a 50k BPE trained on the dev contexts)")
+    bd.add_argument("--work-dir", default=".bench")
+    bd.add_argument("--output", help="also write the results as JSON here")
+    bd.set_defaults(handler=_run_bench_data)
     p.set_defaults(handler=lambda a: _need_sub(p, a, "bench"))
 
 
@@ -1131,6 +1152,14 @@ def _run_bench_augment(args: argparse.Namespace) -> int:
     from distilqa.bench.augment_speed import run_augment_benchmark
 
     return run_augment_benchmark(args.paragraphs, args.candidates, args.work_dir, args.output, args.variants)
+
+
+def _run_bench_data(args: argparse.Namespace) -> int:
+    from distilqa.bench.data_speed import run_data_benchmark
+
+    if args.repeat < 1 or args.num_proc < 1:
+        raise ConfigError(f"--repeat and --num-proc must be >= 1, got {args.repeat} and {args.num_proc}")
+    return run_data_benchmark(args.repeat, args.num_proc, args.tokenizer, args.work_dir, args.output)
 
 
 if __name__ == "__main__":

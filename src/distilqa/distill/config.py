@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from distilqa.distill.student import StudentSpec
 from distilqa.errors import ConfigError
-from distilqa.settings import from_mapping, positive_ints
+from distilqa.settings import coerce, from_mapping, positive_ints
 from distilqa.windows import WindowConfig
 
 Amp = Literal["auto", "fp32", "fp16", "bf16"]
@@ -163,6 +163,9 @@ class StageJob:
     student: str = ""  # intermediate / prediction / teacher_logits: the student (its tokenizer and ids)
     student_spec: StudentSpec | None = None  # general: how the student is built from the teacher
     logits_cache: str = ""  # teacher_logits / prediction: the cache directory ("" = $DISTILQA_CACHE)
+    # finetune, teacher_logits, prediction: the Arrow feature cache ("" = $DISTILQA_CACHE/features)
+    features_cache: str = ""
+    features_num_proc: int = 1  # processes that tokenize a feature cache (local rank 0 builds it)
     checkpoint_dir: str = ""  # local path or s3:// prefix; "" = the output directory
     tracking_uri: str = ""  # MLflow; "" = MLFLOW_TRACKING_URI
     mlflow_run_id: str = ""  # the stage's run (a pipeline's nested run); "" = a new run
@@ -178,6 +181,7 @@ class StageJob:
             raise ConfigError(f"stage {self.stage} needs {' and '.join(missing)}")
         if not self.train_data or not self.output_dir:
             raise ConfigError("a job needs train_data and output_dir")
+        positive_ints(self, "features_num_proc")
         if self.stage == "general" and self.student_spec is None:
             raise ConfigError("stage general needs student_spec (the student's layers and init)")
 
@@ -208,9 +212,10 @@ class StageJob:
         if unknown:
             raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
         rest = {k: v for k, v in values.items() if k not in ("train", "window", "student_spec")}
+        kinds = {f.name: int if f.type == "int" else str for f in fields(cls)}
         for key, value in rest.items():
-            if key != "stage" and not isinstance(value, str):
-                raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
+            if key != "stage":
+                rest[key] = coerce(f"{where}.{key}", value, kinds[key])
         try:
             return cls(
                 **rest,

@@ -67,9 +67,14 @@ def qa_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def finetune(job: StageJob) -> dict[str, Any]:
+    from distilqa.features import shared_features
+    from distilqa.storage import cache_dir
+
     tokenizer, model = load_pretrained(job.model, "AutoModelForQuestionAnswering")
     dataset = load_squad(job.train_data)
-    data = qa_tensors(dataset, tokenizer, job.window)
-    record = stage_record(job, model=job.model, questions=dataset.num_questions, features=len(data["input_ids"]))
+    # tokenized once per data version, memory-mapped by every rank (distilqa.features)
+    cache = job.features_cache or str(cache_dir() / "features")
+    data = shared_features(dataset, tokenizer, job.window, cache, job.features_num_proc)
+    record = stage_record(job, model=job.model, questions=dataset.num_questions, features=len(data))
     trainer = Trainer(model, data, qa_loss, job.train, job.output_dir, record=record, job=job.to_dict())
     return train_and_save(trainer, model, tokenizer, job, record)

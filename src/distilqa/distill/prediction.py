@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from distilqa.distill.config import PredictionConfig, StageJob
-from distilqa.distill.finetune import qa_tensors, trim_padding
+from distilqa.distill.finetune import trim_padding
 from distilqa.distill.losses import check_same_tokenizer, prediction_layer_loss
 from distilqa.distill.stage import stage_record, train_and_save
 from distilqa.distill.teacher_logits import cached_teacher_logits, teacher_fingerprint
@@ -41,25 +42,49 @@ def prediction_loss_fn(temperature: float, weight: float):
     return loss
 
 
-def _student_data_and_teacher_logits(job: StageJob, student_tok: Any) -> tuple[dict[str, Tensor], str, bool]:
+class WithTeacherLogits:
+    """The student's features joined with the teacher's logits on the same feature index."""
+
+    def __init__(self, features: Any, logits: np.ndarray) -> None:
+        self.features, self.logits, self.width = features, logits, features.width
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def lengths(self) -> Any:
+        return self.features.lengths()
+
+    def fingerprint(self) -> str:
+        return self.features.fingerprint()
+
+    def batch(self, indices: Tensor) -> dict[str, Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        return {**self.features.batch(indices), "teacher_logits": torch.from_numpy(self.logits[rows])}
+
+
+def _student_data_and_teacher_logits(job: StageJob, student_tok: Any) -> tuple[WithTeacherLogits, str, bool]:
     """The student's features with the teacher's logits on the same ids (computed once, then cached)."""
+    from distilqa.features import shared_features
+    from distilqa.storage import cache_dir
+
     settings: PredictionConfig = job.train  # type: ignore[assignment]
     teacher_tok, teacher = load_pretrained(job.teacher, "AutoModelForQuestionAnswering")
     check_same_tokenizer(student_tok, teacher_tok)
-    data = qa_tensors(load_squad(job.train_data), student_tok, job.window)  # the student's token ids, for both
+    cache = job.features_cache or str(cache_dir() / "features")
+    # the student's token ids, for both; tokenized once per data version and shared by the node's ranks
+    features = shared_features(load_squad(job.train_data), student_tok, job.window, cache, job.features_num_proc)
     fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", job.teacher))
     logits, cached = cached_teacher_logits(
         teacher,
         fingerprint,
-        data,
+        features,
         asdict(job.window),
         batch_size=settings.logits_batch_size,
         directory=job.logits_cache or None,
         precision=settings.teacher_precision,
     )
     del teacher
-    data["teacher_logits"] = torch.from_numpy(logits)  # memory-mapped: indexed per batch, never loaded whole
-    return data, fingerprint, cached
+    return WithTeacherLogits(features, logits), fingerprint, cached  # logits memory-mapped, read per batch
 
 
 RECORD = "teacher_logits_record.json"
@@ -78,7 +103,7 @@ def precompute_teacher_logits(job: StageJob) -> dict[str, Any]:
     student_tok, _ = load_pretrained(job.student, "AutoModelForQuestionAnswering")
     data, fingerprint, cached = _student_data_and_teacher_logits(job, student_tok)
     summary = {
-        "features": len(data["teacher_logits"]),
+        "features": len(data),
         "cached": cached,
         "teacher_checksum": fingerprint,
         "teacher_precision": job.train.teacher_precision,  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torch import Tensor
 from distilqa.distill import distributed
 from distilqa.progress import progress_bar
 from distilqa.storage import cache_dir
+
+if TYPE_CHECKING:
+    from distilqa.distill.trainer import TrainData
 
 
 def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> str:
@@ -52,9 +55,9 @@ def logits_precision(requested: str, device: torch.device) -> str:
     return resolve_amp_here(requested, device.type, device.index or 0)
 
 
-def cache_key(teacher: str, input_ids: Tensor, settings: dict[str, Any]) -> str:
+def cache_key(teacher: str, data_fingerprint: str, settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(teacher.encode())
-    digest.update(np.ascontiguousarray(input_ids.numpy()).tobytes())
+    digest.update(data_fingerprint.encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
@@ -62,14 +65,15 @@ def cache_key(teacher: str, input_ids: Tensor, settings: dict[str, Any]) -> str:
 def cached_teacher_logits(
     teacher_model: Any,
     teacher_fp: str,
-    data: dict[str, Tensor],
+    data: dict[str, Tensor] | TrainData,
     settings: dict[str, Any],
     batch_size: int = 32,
     directory: str | os.PathLike[str] | None = None,
     device: torch.device | None = None,
     precision: str = "fp32",
 ) -> tuple[np.ndarray, bool]:
-    """([features, seq, 2] float32 memmap, whether it came from the cache).
+    """([features, seq, 2] float32 memmap, whether it came from the cache), row i for feature i of `data`
+    (tensors, or the Arrow feature table the stage trains on: the logits join on its feature index).
 
     Under DDP every rank computes a share of the features (every world_size-th of the length-sorted
     order, so shares cost the same), the shares are all-gathered in chunks, and the first process
@@ -80,14 +84,17 @@ def cached_teacher_logits(
     device = device or d.device
     precision = logits_precision(precision, device)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    key = cache_key(teacher_fp, data["input_ids"], {**settings, "teacher_precision": precision})
+    from distilqa.distill.trainer import TensorData
+
+    data = TensorData(data) if isinstance(data, dict) else data
+    key = cache_key(teacher_fp, data.fingerprint(), {**settings, "teacher_precision": precision})
     root = Path(directory) if directory else cache_dir() / "teacher-logits"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{key}.npy"
     if not distributed.any_rank(d, not path.exists()):  # every rank sees it: nobody computes
         return np.load(path, mmap_mode="c"), True
-    n, width = data["input_ids"].shape
-    lengths = data["attention_mask"].sum(dim=1)
+    n, width = len(data), data.width
+    lengths = torch.as_tensor(data.lengths())
     order = torch.argsort(lengths, descending=True, stable=True)  # similar lengths share a batch: less padding
     mine = order[d.rank :: d.world_size]
     share = torch.zeros((len(mine), width, 2), dtype=torch.float32)
@@ -97,7 +104,7 @@ def cached_teacher_logits(
         for begin in range(0, len(mine), batch_size):
             idx = mine[begin : begin + batch_size]
             length = int(lengths[idx].max())
-            inputs = {k: v[idx, :length].to(device) for k, v in data.items() if k in _INPUTS}
+            inputs = {k: v[:, :length].to(device) for k, v in data.batch(idx).items() if k in _INPUTS}
             result = teacher_model(**inputs)
             # padding positions stay 0: the cache must not depend on which features shared a batch
             real = inputs["attention_mask"].cpu() > 0

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -85,6 +85,46 @@ def data_fingerprint(data: dict[str, Tensor]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+class TrainData(Protocol):
+    """What the trainer reads: a number of examples, their lengths (for length-grouped batches), a
+    batch by example indices, and a fingerprint a resumed run must match. `TensorData` holds tensors;
+    `distilqa.features.FeatureTable` memory-maps an Arrow feature cache."""
+
+    width: int  # the longest a feature can be (the window's max_seq_len)
+
+    def __len__(self) -> int: ...
+
+    def lengths(self) -> Any: ...
+
+    def batch(self, indices: Tensor) -> dict[str, Tensor]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class TensorData:
+    """Examples as tensors of one first dimension (S1's packed sequences, S2a's paired features)."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        n = len(next(iter(tensors.values())))
+        if any(len(t) != n for t in tensors.values()):
+            raise ConfigError("every data tensor must have the same first dimension")
+        self.tensors, self._n = tensors, n
+        self.width = tensors["input_ids"].shape[1] if "input_ids" in tensors else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def lengths(self) -> Tensor | None:
+        mask = self.tensors.get("attention_mask")
+        return None if mask is None else mask.sum(dim=1)
+
+    def batch(self, indices: Tensor) -> dict[str, Tensor]:
+        return {name: t[indices] for name, t in self.tensors.items()}
+
+    def fingerprint(self) -> str:
+        return data_fingerprint(self.tensors)
+
+
 def resume_identity(job: dict[str, Any] | None, config: TrainConfig) -> dict[str, Any]:
     """The settings that decide the weights: the job less its paths, tracking and logging cadence.
 
@@ -105,7 +145,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        data: dict[str, Tensor],
+        data: dict[str, Tensor] | TrainData,
         loss_fn: LossFn,
         config: TrainConfig,
         output_dir: str | Path,
@@ -121,12 +161,10 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.store = CheckpointStore(self.job.get("checkpoint_dir") or str(self.output_dir))
         self.device = self.dist.device
-        self.data = data
+        self.data: TrainData = TensorData(data) if isinstance(data, dict) else data
         self.loss_fn = loss_fn
         self.record = dict(record or {})
-        n = len(next(iter(data.values())))
-        if any(len(t) != n for t in data.values()):
-            raise ConfigError("every data tensor must have the same first dimension")
+        n = len(self.data)
         per_step = config.per_device_batch_size * self.dist.world_size
         if config.batch_size % per_step:
             raise ConfigError(
@@ -139,7 +177,7 @@ class Trainer:
             raise ConfigError(f"{n} examples are fewer than one global batch of {config.batch_size}")
         self.total_steps = self.steps_per_epoch * config.epochs
         self.num_examples = n
-        self.identity = {**resume_identity(self.job, config), "data": data_fingerprint(data)}
+        self.identity = {**resume_identity(self.job, config), "data": self.data.fingerprint()}
         distributed.require_same_on_every_rank(self.dist, "job or data", self.identity)
         torch.manual_seed(config.seed)  # before anything random is created (projections, dropout)
         self.model = model.to(self.device)
@@ -268,9 +306,10 @@ class Trainer:
             return self._order_cache[1]
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         order = torch.randperm(self.num_examples, generator=generator)
-        if self.config.group_by_length and "attention_mask" in self.data:
+        all_lengths = self.data.lengths() if self.config.group_by_length else None
+        if all_lengths is not None:
             g = self.config.batch_size
-            lengths = self.data["attention_mask"].sum(dim=1)[order]
+            lengths = torch.as_tensor(all_lengths)[order]
             chunk = 32 * g
             parts = []
             for start in range(0, len(order), chunk):
@@ -365,7 +404,7 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         )
         for k, idx in enumerate(micro):
-            batch = {name: t[idx].to(self.device) for name, t in self.data.items()}
+            batch = {name: t.to(self.device) for name, t in self.data.batch(idx).items()}
             with self._no_sync(k == len(micro) - 1):
                 with autocast:
                     if self.extra is None:
