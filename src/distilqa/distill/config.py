@@ -163,7 +163,7 @@ class StageJob:
     student: str = ""  # intermediate / prediction / teacher_logits: the student (its tokenizer and ids)
     student_spec: StudentSpec | None = None  # general: how the student is built from the teacher
     logits_cache: str = ""  # teacher_logits / prediction: the cache directory ("" = $DISTILQA_CACHE)
-    # finetune, teacher_logits, prediction: the Arrow feature cache ("" = $DISTILQA_CACHE/features)
+    # SQuAD stages: the Arrow feature cache ("" = $DISTILQA_CACHE/features)
     features_cache: str = ""
     features_num_proc: int = 1  # processes that tokenize a feature cache (local rank 0 builds it)
     checkpoint_dir: str = ""  # local path or s3:// prefix; "" = the output directory

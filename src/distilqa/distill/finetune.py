@@ -66,15 +66,20 @@ def qa_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {"loss": (start + end) / 2, "ce_start": start.detach(), "ce_end": end.detach()}
 
 
-def finetune(job: StageJob) -> dict[str, Any]:
+def stage_features(job: StageJob, dataset: SquadDataset, tokenizer: Any) -> Any:
+    """The stage's training features: tokenized once per data version into the job's feature cache,
+    memory-mapped by every rank of the node (distilqa.features)."""
     from distilqa.features import shared_features
     from distilqa.storage import cache_dir
 
+    cache = job.features_cache or str(cache_dir() / "features")
+    return shared_features(dataset, tokenizer, job.window, cache, job.features_num_proc)
+
+
+def finetune(job: StageJob) -> dict[str, Any]:
     tokenizer, model = load_pretrained(job.model, "AutoModelForQuestionAnswering")
     dataset = load_squad(job.train_data)
-    # tokenized once per data version, memory-mapped by every rank (distilqa.features)
-    cache = job.features_cache or str(cache_dir() / "features")
-    data = shared_features(dataset, tokenizer, job.window, cache, job.features_num_proc)
+    data = stage_features(job, dataset, tokenizer)
     record = stage_record(job, model=job.model, questions=dataset.num_questions, features=len(data))
     trainer = Trainer(model, data, qa_loss, job.train, job.output_dir, record=record, job=job.to_dict())
     return train_and_save(trainer, model, tokenizer, job, record)

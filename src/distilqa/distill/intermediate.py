@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distilqa.distill.attention_scores import return_attention_probabilities, return_attention_scores
 from distilqa.distill.config import AttentionTarget, IntermediateConfig, StageJob
-from distilqa.distill.finetune import qa_tensors, trim_padding
+from distilqa.distill.finetune import stage_features, trim_padding
 from distilqa.distill.losses import IntermediateDistiller, LayerMap, check_same_tokenizer
 from distilqa.distill.stage import stage_record, train_and_save
 from distilqa.distill.trainer import Trainer
@@ -99,7 +99,7 @@ def distill_intermediate(job: StageJob) -> dict[str, Any]:
         student, teacher, student_tok, teacher_tok, settings.attention_target, not settings.hidden_padding
     )
     dataset = load_squad(job.train_data)
-    data = qa_tensors(dataset, student_tok, job.window)
+    data = stage_features(job, dataset, student_tok)  # one tokenization per data version, shared by the ranks
     record = stage_record(job, teacher=job.teacher, student=job.student, **facts)
     # the QA heads are not in this loss: both models run their encoders only, and the student's head
     # stays as it is (DDP must not wrap parameters that get no gradient)

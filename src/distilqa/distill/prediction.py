@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from distilqa.distill.config import PredictionConfig, StageJob
-from distilqa.distill.finetune import trim_padding
+from distilqa.distill.finetune import stage_features, trim_padding
 from distilqa.distill.losses import check_same_tokenizer, prediction_layer_loss
 from distilqa.distill.stage import stage_record, train_and_save
 from distilqa.distill.teacher_logits import cached_teacher_logits, teacher_fingerprint
@@ -64,15 +64,10 @@ class WithTeacherLogits:
 
 def _student_data_and_teacher_logits(job: StageJob, student_tok: Any) -> tuple[WithTeacherLogits, str, bool]:
     """The student's features with the teacher's logits on the same ids (computed once, then cached)."""
-    from distilqa.features import shared_features
-    from distilqa.storage import cache_dir
-
     settings: PredictionConfig = job.train  # type: ignore[assignment]
     teacher_tok, teacher = load_pretrained(job.teacher, "AutoModelForQuestionAnswering")
     check_same_tokenizer(student_tok, teacher_tok)
-    cache = job.features_cache or str(cache_dir() / "features")
-    # the student's token ids, for both; tokenized once per data version and shared by the node's ranks
-    features = shared_features(load_squad(job.train_data), student_tok, job.window, cache, job.features_num_proc)
+    features = stage_features(job, load_squad(job.train_data), student_tok)  # the student's ids, for both
     fingerprint = teacher_fingerprint(getattr(teacher, "name_or_path", job.teacher))
     logits, cached = cached_teacher_logits(
         teacher,
