@@ -51,10 +51,15 @@ def world(tmp_path_factory, s3_server, tiny_roberta_dir, tiny_bert_dir, dev_slic
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    c = MlflowClient(uri)
-    c.create_experiment("distilqa", artifact_location=f"s3://{BUCKET}/artifacts/1")
     import mlflow
 
+    # register() logs through mlflow's process-wide URIs, which an earlier test may have set (and a
+    # client's registry defaults to them): this store for the tracking and the registry, both
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    c = MlflowClient(uri, registry_uri=uri)
+    c.create_experiment("distilqa", artifact_location=f"s3://{BUCKET}/artifacts/1")
     mlflow.set_experiment("distilqa")
     versions, predictions = {}, {}
     for label, model in (("v1", tiny_roberta_dir), ("v2", tiny_bert_dir)):
@@ -79,6 +84,8 @@ def world(tmp_path_factory, s3_server, tiny_roberta_dir, tiny_bert_dir, dev_slic
             }
         finally:
             controller.stop()
+            mlflow.set_tracking_uri(before[0])
+            mlflow.set_registry_uri(before[1])
             mp.undo()
 
 
