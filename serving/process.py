@@ -23,12 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float) -> bool:
-    """Poll /v2/health/ready until it answers 200 (True), the process exits or time runs out (False)."""
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float, path: str = "/v2/health/ready") -> bool:
+    """Poll `path` until it answers 200 (True), the process exits or time runs out (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):

@@ -234,23 +234,20 @@ class InferenceServices:
             config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
         self._api = client.CustomObjectsApi()
 
-    def _call(self, what: str, method: str, *args: Any) -> Any:
+    def _call(self, what: str, method: str, *args: Any, absent: Any = ...) -> Any:
+        """The API call; an error becomes RolloutFailed naming it, a 404 becomes `absent` when one is given."""
         from kubernetes.client.rest import ApiException
 
         try:
             return getattr(self._api, method)(self.GROUP, self.VERSION, *args)
         except ApiException as exc:
+            if exc.status == 404 and absent is not ...:
+                return absent
             raise RolloutFailed(f"{what}: Kubernetes API {exc.status} {exc.reason}: {_message(exc.body)}") from None
 
     def find(self, name: str, namespace: str) -> dict[str, Any] | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            return self._api.get_namespaced_custom_object(self.GROUP, self.VERSION, namespace, self.PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise RolloutFailed(f"get {namespace}/{name}: Kubernetes API {exc.status}: {_message(exc.body)}") from None
+        get = "get_namespaced_custom_object"
+        return self._call(f"get {namespace}/{name}", get, namespace, self.PLURAL, name, absent=None)
 
     def get(self, name: str, namespace: str) -> dict[str, Any]:
         found = self.find(name, namespace)

@@ -59,15 +59,10 @@ class Pod:
         )
 
     def wait_ready(self, timeout: float = 180) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if urllib.request.urlopen(self.url + self.ready_path, timeout=2).status == 200:
-                    return True
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        return False
+        """Ready when the container's own readinessProbe path answers, as the kubelet decides."""
+        from distilqa.serving.process import wait_ready
+
+        return wait_ready(self.proc, self.url, timeout, self.ready_path)
 
     def stop(self) -> None:
         self.proc.terminate()
