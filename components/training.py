@@ -33,7 +33,13 @@ def _run(step: str, job: dict, resources: dict, registry: dict) -> dict:
     uri = tracking_uri(reg.tracking_uri)
     with failing_step(step), stage_run(uri, find_pipeline_run(uri, reg.experiment, run_id), step) as run:
         stage_run_id = run.info.run_id if run is not None else ""
-        full = StageJob(**job, checkpoint_dir=checkpoint_dir, tracking_uri=uri, mlflow_run_id=stage_run_id)
+        full = StageJob(
+            **job,
+            checkpoint_dir=checkpoint_dir,
+            features_cache=r.features_root,
+            tracking_uri=uri,
+            mlflow_run_id=stage_run_id,
+        )
         if run is not None and full.stage == "teacher_logits":  # no trainer to log the job: its precision is here
             import mlflow
 

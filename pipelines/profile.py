@@ -187,6 +187,9 @@ class Resources:
     # durable checkpoints: each run's training steps write under <root>/<KFP run id>/<step>, so a retried
     # pod resumes; "" = inside the step's output (lost with the pod)
     checkpoint_root: str = ""
+    # the SQuAD stages' Arrow feature cache, shared by every step, retry and node of every run (an s3://
+    # prefix): tokenized once per data version; "" = each pod's own $DISTILQA_CACHE/features
+    features_root: str = ""
     # augmentation shards: GPUs each (of the training pool); 0 = a CPU pod with the requests below
     augment_gpus: int = 1
     augment_cpu_request: str = "8"

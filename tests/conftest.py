@@ -234,3 +234,22 @@ def copy_conformance(name: str, dest: Path) -> dict[str, Path]:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def write_shard(path: Path, documents: list[str]) -> Path:
+    """A corpus shard holding `documents` in the format its suffix names (.txt/.txt.gz/.jsonl/.jsonl.zst)."""
+    import gzip
+
+    if ".jsonl" in path.name:
+        raw = "".join(json.dumps({"text": d, "meta": {"i": i}}) + "\n" for i, d in enumerate(documents)).encode()
+    else:
+        raw = "".join(d + "\n" for d in documents).encode()
+    if path.name.endswith(".gz"):
+        raw = gzip.compress(raw)
+    elif path.name.endswith(".zst"):
+        import zstandard
+
+        raw = zstandard.ZstdCompressor().compress(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    return path

@@ -424,11 +424,18 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output model directory")
     _add_window_args(p)
     _add_train_args(p, (TrainConfig,))
+    _add_features_args(p)
+    p.set_defaults(handler=_run_finetune)
+
+
+def _add_features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--features-cache", default="", help="Arrow feature cache directory (default $DISTILQA_CACHE/features)"
+        "--features-cache",
+        default="",
+        help="SQuAD stages: Arrow feature cache, a directory or an s3:// prefix shared by every step and node "
+        "(default $DISTILQA_CACHE/features)",
     )
     p.add_argument("--features-num-proc", type=int, default=1, help="processes that tokenize a new feature cache")
-    p.set_defaults(handler=_run_finetune)
 
 
 def _wall(result: dict[str, Any]) -> str:
@@ -492,8 +499,8 @@ def _add_distill(sub: Any) -> None:
         "distill",
         help="distillation stages: general (S1, text), intermediate (S2a, TinyBERT), prediction (S2b, cached logits)",
         description="Stage general (S1): a student built from the teacher (every k-th layer, or random init) learns "
-        "its hidden states and attention scores on plain text (one document per line; a .txt/.txt.gz file, a "
-        "directory of shards, or s3://). Stage intermediate (S2a): the same loss on SQuAD features, teacher run "
+        "its hidden states and attention scores on plain text, streamed from .txt/.txt.gz/.jsonl/.jsonl.zst shards "
+        "(a file, a directory or an s3:// prefix) and resumable mid-corpus. Stage intermediate (S2a): the same loss on SQuAD features, teacher run "
         "online, projections when widths differ. Stage prediction (S2b): loss = mean[w*T^2*(KL_start+KL_end) + "
         "(1-w)*(CE_start+CE_end)/2], teacher logits computed once on the student's token ids and cached. "
         "Stage teacher_logits fills that cache alone (every process its share).",
@@ -501,7 +508,11 @@ def _add_distill(sub: Any) -> None:
     p.add_argument("--stage", choices=("general", "intermediate", "teacher_logits", "prediction"), required=True)
     p.add_argument("--teacher", required=True, help="teacher model (directory, s3:// prefix or hub id)")
     p.add_argument("--student", help="intermediate/prediction/teacher_logits: the student QA model")
-    p.add_argument("train_data", help="SQuAD JSON (local, .gz, https:// or s3://); general: the text corpus")
+    p.add_argument(
+        "train_data",
+        help="SQuAD JSON (local, .gz, https:// or s3://); general: the text corpus (.txt, .txt.gz, .jsonl, .jsonl.zst "
+        "shards: a file, a directory or an s3:// prefix)",
+    )
     p.add_argument("-o", "--output", required=True)
     p.add_argument(
         "--logits-cache", help="prediction: teacher-logit cache directory (default $DISTILQA_CACHE/teacher-logits)"
@@ -515,6 +526,7 @@ def _add_distill(sub: Any) -> None:
     _add_window_args(p)
     # general's sequence length is the window's --max-seq-len; its corpus is TRAIN_DATA
     _add_train_args(p, (GeneralConfig, PredictionConfig), exclude=frozenset({"corpus", "max_seq_len"}))
+    _add_features_args(p)
     p.set_defaults(handler=_run_distill)
 
 
@@ -554,6 +566,8 @@ def _run_distill(args: argparse.Namespace) -> int:
         student=args.student or "",
         student_spec=spec,
         logits_cache=args.logits_cache or "",
+        features_cache=args.features_cache,
+        features_num_proc=args.features_num_proc,
         checkpoint_dir=args.checkpoint_dir,
     )
     _launch_or_write(job, args)
@@ -977,8 +991,8 @@ def _add_bench(sub: Any) -> None:
     bc.add_argument(
         "--s1-sequences",
         type=int,
-        default=1_000_000,
-        help="384-token corpus sequences per S1 epoch (default 1,000,000; the recipe's corpus size is unpublished)",
+        help="384-token corpus sequences per S1 epoch (default: the profile's general.max_sequences, else "
+        "1,000,000; the recipe's corpus size is unpublished)",
     )
     bc.add_argument("--output", help="also write the table as JSON here")
     bc.set_defaults(handler=_run_bench_cost)
@@ -1023,13 +1037,19 @@ def _add_bench(sub: Any) -> None:
         description="Builds the training features of the bundled dev set repeated --repeat times three ways, "
         "each in its own process: in-memory padded tensors, an Arrow cache built by local rank 0 (--num-proc "
         "tokenizing processes), and the cache opened by another rank; reports features/s and private and peak "
-        "bytes per feature.",
+        "bytes per feature. The stream path measures S1's corpus stream on the dev contexts repeated as often: "
+        "tokens/s and one rank's memory.",
     )
     bd.add_argument("--repeat", type=int, default=20, help="copies of the dev set (default 20)")
     bd.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="tokenizing processes (default: cores)")
     bd.add_argument("--tokenizer", help="a tokenizer directory (default: a 50k BPE trained on the dev contexts)")
     bd.add_argument("--work-dir", default=".bench")
     bd.add_argument("--output", help="also write the results as JSON here")
+    bd.add_argument(
+        "--paths",
+        default="memory,build,open,stream",
+        help="which to measure, comma-separated (default all; open needs build): memory, build, open, stream",
+    )
     bd.set_defaults(handler=_run_bench_data)
     p.set_defaults(handler=lambda a: _need_sub(p, a, "bench"))
 
@@ -1083,10 +1103,11 @@ def _run_bench_cost(args: argparse.Namespace) -> int:
         if measured is None:
             raise ConfigError(f"--bench-json {args.bench_json}: no {gpu} measurement with an MFU in it")
         mfu, source = measured, f"measured on {gpu} ({args.bench_json})"
-    if not 0 < mfu <= 1 or args.s1_sequences < 0 or (args.price is not None and args.price < 0):
-        raise ConfigError("--mfu must be within (0, 1], --s1-sequences and --price must be >= 0")
     profile = load_profile(args.profile, args.overrides)
-    rows = estimate(profile, args.pool, mfu, args.s1_sequences, args.price)
+    s1_sequences = profile.general.max_sequences or 1_000_000 if args.s1_sequences is None else args.s1_sequences
+    if not 0 < mfu <= 1 or s1_sequences < 0 or (args.price is not None and args.price < 0):
+        raise ConfigError("--mfu must be within (0, 1], --s1-sequences and --price must be >= 0")
+    rows = estimate(profile, args.pool, mfu, s1_sequences, args.price)
     gpu, gpus, tflops, price = POOLS[args.pool]
     print(
         f"profile {profile.name} on {args.pool} ({gpus} x {gpu}, {tflops:g} TFLOP/s each), MFU {mfu:.0%} {source}, "
@@ -1155,11 +1176,17 @@ def _run_bench_augment(args: argparse.Namespace) -> int:
 
 
 def _run_bench_data(args: argparse.Namespace) -> int:
-    from distilqa.bench.data_speed import run_data_benchmark
+    from distilqa.bench.data_speed import MODES, run_data_benchmark
 
     if args.repeat < 1 or args.num_proc < 1:
         raise ConfigError(f"--repeat and --num-proc must be >= 1, got {args.repeat} and {args.num_proc}")
-    return run_data_benchmark(args.repeat, args.num_proc, args.tokenizer, args.work_dir, args.output)
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    unknown = sorted(set(paths) - set(MODES))
+    if unknown or not paths:
+        raise ConfigError(f"--paths takes {', '.join(MODES)}; got {args.paths!r}")
+    if "open" in paths and "build" not in paths:
+        raise ConfigError("--paths: open measures a cache that build makes; give build too")
+    return run_data_benchmark(args.repeat, args.num_proc, args.tokenizer, args.work_dir, args.output, paths)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ the tokenizer and the window settings. Every rank memory-maps the same files (th
 one copy); batches are padded only to their own longest feature. Local rank 0 builds into a
 temporary directory that is renamed into place when complete, so a reader never sees half a cache;
 the other ranks wait for the rename.
+
+The cache directory may be an s3:// prefix (a pipeline's `resources.features_root`): features are
+then built in $DISTILQA_CACHE/features and published under the prefix, data files first and the
+index last, so every later step, retry and node downloads them instead of tokenizing again; a
+prefix without its index (a publisher killed midway) counts as absent.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 
 from distilqa.errors import DataError
 from distilqa.squad import SquadDataset
-from distilqa.windows import PairTemplate, WindowConfig, Windower
+from distilqa.windows import Feature, PairTemplate, WindowConfig, Windower
 
 FORMAT = 2  # bump when the table's columns or their meaning change: old caches are then not reused
 INDEX = "index.json"
@@ -48,9 +53,11 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps([type(tokenizer).__name__, names, backend]).encode()).hexdigest()
 
 
-def cache_key(dataset: SquadDataset, tokenizer: Any, window: WindowConfig) -> str:
-    parts = [FORMAT, data_digest(dataset), tokenizer_digest(tokenizer), asdict(window)]
-    return "features-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+def cache_key(dataset: SquadDataset, tokenizer: Any, window: WindowConfig, offsets: bool = False) -> str:
+    """The cache's name; a table with offsets (for answer extraction) is another table than a training one."""
+    parts = [FORMAT, data_digest(dataset), tokenizer_digest(tokenizer), asdict(window), offsets]
+    prefix = "eval-features-" if offsets else "features-"
+    return prefix + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _write_rows(dataset: SquadDataset, path: Path) -> None:
@@ -82,7 +89,9 @@ def _write_rows(dataset: SquadDataset, path: Path) -> None:
         writer.finalize()
 
 
-def _tokenize(batch: dict[str, list], indices: list[int], tokenizer: Any, window: WindowConfig) -> dict[str, list]:
+def _tokenize(
+    batch: dict[str, list], indices: list[int], tokenizer: Any, window: WindowConfig, offsets: bool = False
+) -> dict[str, list]:
     windower = Windower(tokenizer, window)
     answers = [(s, e) if s >= 0 else None for s, e in zip(batch["answer_start"], batch["answer_end"], strict=True)]
     features = windower.features(batch["question"], batch["context"], answers)
@@ -95,10 +104,13 @@ def _tokenize(batch: dict[str, list], indices: list[int], tokenizer: Any, window
     }
     if windower.template.uses_token_types:
         out["token_type_ids"] = [f.token_type_ids for f in features]
+    if offsets:  # what answer extraction needs: where the context starts and each token's character span
+        out["context_start"] = [f.context_start for f in features]
+        out["offsets"] = [[a for span in f.offsets for a in span] for f in features]
     return out
 
 
-def _schema(uses_token_types: bool) -> Any:
+def _schema(uses_token_types: bool, offsets: bool) -> Any:
     import datasets
 
     columns = {
@@ -110,20 +122,88 @@ def _schema(uses_token_types: bool) -> Any:
     }
     if uses_token_types:
         columns["token_type_ids"] = datasets.Sequence(datasets.Value("int8"))
+    if offsets:
+        columns["context_start"] = datasets.Value("int32")
+        columns["offsets"] = datasets.Sequence(datasets.Value("int32"))  # begin, end of each context token
     return datasets.Features(columns)
 
 
-def build_features(
-    dataset: SquadDataset, tokenizer: Any, window: WindowConfig, cache_dir: str | os.PathLike[str], num_proc: int = 1
-) -> tuple[Path, bool]:
-    """The cache directory of these features, built if missing: (path, True when built now)."""
-    import datasets
+def _roots(cache_dir: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """(the local directory, the shared s3:// prefix or None) of a cache location."""
+    location = os.fspath(cache_dir)
+    if location.startswith("s3://"):
+        from distilqa.storage import cache_dir as local_cache
 
-    key = cache_key(dataset, tokenizer, window)
-    root = Path(cache_dir)
+        return local_cache() / "features", location.rstrip("/")
+    return Path(location), None
+
+
+def _fetch(remote: str, root: Path, key: str) -> bool:
+    """Download a published cache into `root/key`; False when the prefix holds no complete one."""
+    from distilqa import storage
+
+    if INDEX not in storage.list_sizes(remote):
+        return False
+    tmp = root / f".{key}.{os.getpid()}.fetch"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        storage.download_prefix(remote, tmp)
+        try:
+            _read_index(tmp)
+        except DataError as exc:
+            raise DataError(
+                f"{remote}: the published feature cache is unreadable ({exc}); delete it to rebuild"
+            ) from None
+        try:
+            tmp.rename(root / key)
+        except OSError:  # fetched meanwhile by another process sharing the directory
+            if not (root / key / INDEX).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _publish(path: Path, remote: str) -> None:
+    """Upload a finished cache: the data files, then the index that makes it visible."""
+    from distilqa import storage
+
+    for file in sorted(path.iterdir(), key=lambda f: f.name == INDEX):
+        storage.upload_file(file, f"{remote}/{file.name}")
+
+
+def build_features(
+    dataset: SquadDataset,
+    tokenizer: Any,
+    window: WindowConfig,
+    cache_dir: str | os.PathLike[str],
+    num_proc: int = 1,
+    offsets: bool = False,
+) -> tuple[Path, bool]:
+    """The cache directory of these features, built if missing: (path, True when built now).
+
+    `offsets` adds what answer extraction needs (evaluation reads such a table). With an s3://
+    `cache_dir` a published cache is downloaded rather than built, and one built here is published."""
+    key = cache_key(dataset, tokenizer, window, offsets)
+    root, remote = _roots(cache_dir)
     target = root / key
     if (target / INDEX).is_file():
         return target, False
+    root.mkdir(parents=True, exist_ok=True)
+    if remote is not None and _fetch(f"{remote}/{key}", root, key):
+        return target, False
+    _build(dataset, tokenizer, window, root, key, num_proc, offsets)
+    if remote is not None:
+        _publish(target, f"{remote}/{key}")
+    return target, True
+
+
+def _build(
+    dataset: SquadDataset, tokenizer: Any, window: WindowConfig, root: Path, key: str, num_proc: int, offsets: bool
+) -> None:
+    import datasets
+
+    target = root / key
     template = PairTemplate.from_tokenizer(tokenizer)
     tmp = root / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -138,8 +218,8 @@ def build_features(
             with_indices=True,
             num_proc=num_proc if num_proc > 1 else None,
             remove_columns=rows.column_names,
-            fn_kwargs={"tokenizer": tokenizer, "window": window},
-            features=_schema(template.uses_token_types),
+            fn_kwargs={"tokenizer": tokenizer, "window": window, "offsets": offsets},
+            features=_schema(template.uses_token_types, offsets),
             cache_file_name=str(tmp / "features.arrow"),
             new_fingerprint=key,
             desc="features",
@@ -154,6 +234,7 @@ def build_features(
             "max_seq_len": window.max_seq_len,
             "pad_id": template.pad_id,
             "uses_token_types": template.uses_token_types,
+            "offsets": offsets,
         }
         del table, rows
         (tmp / "rows.arrow").unlink()
@@ -167,7 +248,23 @@ def build_features(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target, True
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    """A cache's index, checked: a hand-edited or foreign one is a DataError naming it."""
+    where = path / INDEX
+    try:
+        index = json.loads(where.read_text())
+        if not isinstance(index, dict):
+            raise ValueError("not a JSON object")
+        fields = {name: index[name] for name in ("key", "format", "files", "pad_id", "uses_token_types")}
+        fields["max_seq_len"] = int(index["max_seq_len"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise DataError(f"{where}: not a feature-cache index ({detail}); delete {path} to rebuild it") from None
+    if index["format"] != FORMAT:
+        raise DataError(f"{path}: a feature cache of format {index['format']}, not {FORMAT}")
+    return index
 
 
 class FeatureTable:
@@ -177,14 +274,14 @@ class FeatureTable:
         import datasets
 
         self.path = Path(path)
-        index = json.loads((self.path / INDEX).read_text())
-        if index.get("format") != FORMAT:
-            raise DataError(f"{self.path}: a feature cache of format {index.get('format')}, not {FORMAT}")
+        index = _read_index(self.path)
         parts = [datasets.Dataset.from_file(str(self.path / name)) for name in index["files"]]
         self.table = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
         self.key, self.pad_id, self.uses_token_types = index["key"], index["pad_id"], index["uses_token_types"]
         self.width = int(index["max_seq_len"])
+        self.has_offsets = bool(index.get("offsets"))
         self._lengths: np.ndarray | None = None
+        self._examples: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -198,6 +295,42 @@ class FeatureTable:
         if self._lengths is None:
             self._lengths = np.asarray(self.table.with_format("numpy")["length"], dtype=np.int64)
         return self._lengths
+
+    def feature_rows(self, first: int, last: int) -> range:
+        """The rows of the questions first..last-1 (the table keeps the data set's question order)."""
+        if self._examples is None:
+            self._examples = np.asarray(self.table.with_format("numpy")["example"], dtype=np.int64)
+        begin, end = np.searchsorted(self._examples, [first, last])
+        return range(int(begin), int(end))
+
+    def windows(self, rows: range, first_example: int = 0) -> list[Feature]:
+        """The features at `rows` as the Windower made them (example indices counted from `first_example`),
+        for answer extraction; only a table built with offsets has what that needs."""
+        if not self.has_offsets:
+            raise DataError(f"{self.path}: a training table, without the offsets answer extraction needs")
+        part = self.table[rows.start : rows.stop]
+        types = part["token_type_ids"] if self.uses_token_types else [None] * len(rows)
+        return [
+            Feature(
+                example_index=example - first_example,
+                input_ids=ids,
+                token_type_ids=token_types,
+                context_start=context_start,
+                offsets=list(zip(spans[0::2], spans[1::2], strict=True)),
+                start_position=start,
+                end_position=end,
+            )
+            for example, ids, token_types, context_start, spans, start, end in zip(
+                part["example"],
+                part["input_ids"],
+                types,
+                part["context_start"],
+                part["offsets"],
+                part["start_positions"],
+                part["end_positions"],
+                strict=True,
+            )
+        ]
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """Tensors of the features at `indices`, in that order, padded to the longest of them."""
@@ -239,7 +372,7 @@ def shared_features(
     if local_rank == 0:
         path, _ = build_features(dataset, tokenizer, window, cache_dir, num_proc)
         return FeatureTable(path)
-    path = Path(cache_dir) / cache_key(dataset, tokenizer, window)
+    path = _roots(cache_dir)[0] / cache_key(dataset, tokenizer, window)
     deadline = time.monotonic() + timeout_s
     while not (path / INDEX).is_file():
         if time.monotonic() > deadline:

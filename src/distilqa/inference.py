@@ -241,16 +241,27 @@ class QAModel:
         `decode` and `top_k` may be given per example: the server batches questions of requests
         that asked for different thresholds or answer counts into one forward pass.
         """
-        window = window or WindowConfig()
+        windower = self.windower(window or WindowConfig())
+        features = windower.features([e.question for e in examples], [e.context for e in examples])
+        return self.answer_windows(examples, features, windower, decode, batch, progress, top_k)
+
+    def answer_windows(
+        self,
+        examples: Sequence[Example],
+        features: Sequence[Feature],
+        windower: Windower,
+        decode: DecodeConfig | Sequence[DecodeConfig] | None = None,
+        batch: BatchConfig | None = None,
+        progress: ProgressFactory | None = None,
+        top_k: int | Sequence[int] = 1,
+    ) -> list[Answer]:
+        """Answers for `examples` from their windows (made by `windower`, or read from a feature table)."""
         decode = decode or DecodeConfig()
         decodes = [decode] * len(examples) if isinstance(decode, DecodeConfig) else list(decode)
         top_ks = [top_k] * len(examples) if isinstance(top_k, int) else list(top_k)
         if len(decodes) != len(examples) or len(top_ks) != len(examples):
             raise ValueError("one decode setting and one top_k per example")
-        batch = batch or BatchConfig()
-        windower = self.windower(window)
-        features = windower.features([e.question for e in examples], [e.context for e in examples])
-        logits = self.logits(features, windower, batch, progress)
+        logits = self.logits(features, windower, batch or BatchConfig(), progress)
         grouped: list[list[int]] = [[] for _ in examples]
         for i, feature in enumerate(features):
             grouped[feature.example_index].append(i)
@@ -265,6 +276,28 @@ class QAModel:
             )
             for n, (example, idx) in enumerate(zip(examples, grouped, strict=True))
         ]
+
+    def answer_table(
+        self,
+        examples: Sequence[Example],
+        table: Any,
+        window: WindowConfig,
+        decode: DecodeConfig | None = None,
+        batch: BatchConfig | None = None,
+        progress: ProgressFactory | None = None,
+        block: int = 16384,
+    ) -> list[Answer]:
+        """Answers for a whole data set whose windows are a memory-mapped feature table built with
+        offsets (`distilqa.features`): evaluation's path. Questions are answered `block` at a time, so
+        memory holds one block's windows; a set of at most `block` questions is one forward pass over
+        the windows `answer` would make, and so gets exactly its answers."""
+        windower = self.windower(window)
+        answers: list[Answer] = []
+        for first in range(0, len(examples), block):
+            last = min(first + block, len(examples))
+            features = table.windows(table.feature_rows(first, last), first)
+            answers += self.answer_windows(examples[first:last], features, windower, decode, batch, progress)
+        return answers
 
 
 def _pad(features: Sequence[Feature], pad_id: int, fixed_len: int | None) -> dict[str, np.ndarray]:

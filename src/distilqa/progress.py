@@ -23,8 +23,9 @@ def progress_bar(description: str, unit: str = "it", shown: bool = True) -> Prog
     return factory
 
 
-def progress_iter(iterable: Any, description: str, unit: str = "it") -> Any:
-    """Wrap an iterable of unknown length: a running count with a rate."""
+def progress_iter(iterable: Any, description: str, unit: str = "it", shown: bool = True) -> Any:
+    """Wrap an iterable of unknown length: a running count with a rate (`shown=False`: silent)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    options = {"file": sys.stderr, "dynamic_ncols": True, "mininterval": 0.5, "disable": not shown}
+    return tqdm(iterable, desc=description, unit=unit, **options)

@@ -8,10 +8,12 @@ for S3-compatible stores; MLFLOW_S3_ENDPOINT_URL is honoured too, since MLflow d
 
 from __future__ import annotations
 
+import io
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from distilqa.errors import DataError
@@ -91,28 +93,114 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes) -> None:
         raise DataError(f"{uri}: cannot write: {exc.strerror or exc}") from None
 
 
+def upload_file(path: str | os.PathLike[str], uri: str) -> None:
+    """Copy a local file to a local path or an s3:// URI, streamed (multipart for large files)."""
+    if not uri.startswith("s3://"):
+        import shutil
+
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, uri)
+        return
+    bucket, key = split_s3_uri(uri)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3_client().upload_file(os.fspath(path), bucket, key)
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(uri, "write", exc) from None
+
+
 def list_files(uri: str | os.PathLike[str]) -> list[str]:
     """Relative names of the files under a local directory or an s3:// prefix (empty if none)."""
+    return sorted(list_sizes(uri))
+
+
+def list_sizes(uri: str | os.PathLike[str]) -> dict[str, int]:
+    """Relative name -> size in bytes of each file under a local directory or an s3:// prefix."""
     uri = os.fspath(uri)
     if uri.startswith("s3://"):
         bucket, prefix = split_s3_uri(uri)
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        names = []
+        sizes = {}
         try:
             for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            raise DataError(f"{uri}: cannot list: {code or exc}") from None
-        except BotoCoreError as exc:
-            raise DataError(f"{uri}: cannot list: {exc}") from None
-        return sorted(n for n in names if n and not n.endswith("/"))
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix) :]
+                    if name and not name.endswith("/"):
+                        sizes[name] = int(obj["Size"])
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(uri, "list", exc) from None
+        return dict(sorted(sizes.items()))
     root = Path(uri)
     if not root.is_dir():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return {}
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def size_of(uri: str | os.PathLike[str]) -> int:
+    """The size in bytes of one file or s3:// object (DataError when there is none)."""
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        bucket, key = split_s3_uri(uri)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(uri, "read", exc) from None
+    path = Path(uri)
+    if not path.is_file():
+        raise DataError(f"{uri}: no such file")
+    return path.stat().st_size
+
+
+def open_stream(uri: str | os.PathLike[str]) -> io.BufferedIOBase:
+    """A file or an s3:// object as a buffered binary stream, read as it is consumed (never whole)."""
+    uri = os.fspath(uri)
+    if not uri.startswith("s3://"):
+        try:
+            return open(uri, "rb")  # noqa: SIM115 - the caller closes it
+        except OSError as exc:
+            raise DataError(f"{uri}: cannot read: {exc.strerror or exc}") from None
+    bucket, key = split_s3_uri(uri)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(uri, "read", exc) from None
+    return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
+
+
+class _BodyReader(io.RawIOBase):
+    """botocore's StreamingBody as a raw stream, so the io module can buffer it and split lines."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.body.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
+
+
+def _s3_error(uri: str, verb: str, exc: Exception) -> DataError:
+    """A boto error as a DataError naming the location, with the common codes in words."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return DataError(f"{uri}: no such object")
+    if code == "NoSuchBucket":
+        return DataError(f"{uri}: no such bucket")
+    return DataError(f"{uri}: cannot {verb}: {code or exc}")
 
 
 def remove_tree(uri: str | os.PathLike[str]) -> None:
@@ -182,15 +270,8 @@ def _read_s3(uri: str) -> bytes:
     try:
         response = s3_client().get_object(Bucket=bucket, Key=key)
         return response["Body"].read()
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            raise DataError(f"{uri}: no such object") from None
-        if code in ("NoSuchBucket",):
-            raise DataError(f"{uri}: no such bucket") from None
-        raise DataError(f"{uri}: cannot read: {exc}") from None
-    except BotoCoreError as exc:
-        raise DataError(f"{uri}: cannot read: {exc}") from None
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(uri, "read", exc) from None
 
 
 def _read_http(uri: str) -> bytes:

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from distilqa.distill.launch import kill_tree
-from tests.conftest import DISTILQA, assert_clean_failure, free_port, run_cli
+from tests.conftest import DISTILQA, assert_clean_failure, free_port, run_cli, write_shard
 
 pytestmark = pytest.mark.timeout(600)
 # fp32 so that runs compare bit for bit whatever the CPU (auto is bf16 where the CPU has it natively)
@@ -71,6 +71,48 @@ def test_s1_runs_under_ddp_without_the_pooler(models, corpus, tmp_path):
     assert not any(k.startswith("pooler") for k in weights(tmp_path / "s1"))
 
 
+def test_s1_killed_under_ddp_resumes_at_the_same_corpus_position(models, contexts, tmp_path):
+    """Four shards of four formats streamed over two ranks; SIGKILL after a checkpoint taken mid-document,
+    then the same command: the weights equal those of the run that was never killed."""
+    corpus = tmp_path / "corpus"
+    documents = [c.replace("\n", " ") for c in contexts[:160]]
+    for k, name in enumerate(("a.txt", "b.txt.gz", "c.jsonl", "d.jsonl.zst")):
+        write_shard(corpus / name, documents[40 * k : 40 * (k + 1)])
+
+    def command(out: Path) -> list[str]:
+        args = ["distill", "--stage", "general", "--teacher", str(models["mlm"]), str(corpus), "-o", str(out)]
+        options = ["--max-seq-len", "64", "--amp", "fp32", "--student-layers", "2", "--checkpoint-every", "7"]
+        return [DISTILQA, *args, *TWO, *options, "--epochs", "2", "--batch-size", "8", "--per-device-batch-size", "4"]
+
+    full = subprocess.run(command(tmp_path / "full"), capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    record = json.loads((tmp_path / "full" / "training_record.json").read_text())
+    total = record["result"]["steps"]
+    assert record["corpus_shards"] == 4 and total == 2 * record["sequences"] // 8 and total > 40
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (out / "checkpoint-14" / "meta.json").exists():
+        assert proc.poll() is None, "the run ended before its checkpoint"
+        time.sleep(0.005)
+    kill_tree(proc.pid)
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "the run finished before it could be killed"
+    step = max(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/meta.json"))
+    positions = [torch.load(out / f"checkpoint-{step}" / f"rng-{r}.pt", weights_only=False)["data"] for r in (0, 1)]
+    assert [p["consumed"] for p in positions] == [step % (total // 2) * 4] * 2
+    assert positions[0]["carry"] != positions[1]["carry"]  # each rank its own shards, cut mid-document
+
+    resumed = subprocess.run(command(out), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = result_of(out)
+    assert result["resumed_from_step"] == step and result["steps_this_run"] == total - step
+    a, b = weights(tmp_path / "full"), weights(out)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+
+
 def test_s2a_trains_the_encoder_under_ddp_and_leaves_the_qa_head(models, dev_slice_file, tmp_path):
     result = distill("intermediate", models, dev_slice_file, tmp_path / "s2a", *TWO)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -118,16 +160,21 @@ def _s3(s3_server):
     )
 
 
+def _modified(client, bucket: str) -> dict[str, object]:
+    return {o["Key"]: o["LastModified"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
 def _keys(client, bucket: str) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
 def test_s2b_killed_under_ddp_resumes_from_s3_to_the_same_weights(models, dev_slice_file, tmp_path, s3_server):
-    """A retried pod: SIGKILL to the whole torchrun process group after its first checkpoint, then the same command."""
+    """A retried pod: SIGKILL to the whole torchrun process group after its first checkpoint, then the same command
+    on another pod (an empty local cache), which downloads the features the first one published."""
     s3 = _s3(s3_server)
     s3.create_bucket(Bucket="ckpt")
     env = {**s3_server, "DISTILQA_CACHE": str(tmp_path / "cache")}
-    cache = ["--logits-cache", str(tmp_path / "logits")]
+    cache = ["--logits-cache", str(tmp_path / "logits"), "--features-cache", "s3://ckpt/features"]
     common = [*TWO, *cache, "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "10"]
 
     def command(out: Path, checkpoints: str) -> list[str]:
@@ -178,8 +225,14 @@ def test_s2b_killed_under_ddp_resumes_from_s3_to_the_same_weights(models, dev_sl
     keys = _keys(s3, "ckpt")
     assert {"run/checkpoint-10/state.pt", "run/checkpoint-10/rng-0.pt", "run/checkpoint-10/rng-1.pt"} <= set(keys)
 
-    resumed = subprocess.run(command(out, "s3://ckpt/run"), capture_output=True, text=True, env={**os.environ, **env})
+    published = {k: v for k, v in _modified(s3, "ckpt").items() if k.startswith("features/")}
+    assert any(k.endswith("/index.json") for k in published)
+    pod = {**os.environ, **env, "DISTILQA_CACHE": str(tmp_path / "pod-2")}
+    resumed = subprocess.run(command(out, "s3://ckpt/run"), capture_output=True, text=True, env=pod)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the new pod downloaded the features rather than tokenizing and publishing them again
+    assert {k: v for k, v in _modified(s3, "ckpt").items() if k.startswith("features/")} == published
+    assert [p.name for p in (tmp_path / "pod-2" / "features").iterdir()] == [published.popitem()[0].split("/")[1]]
     record = result_of(out)
     assert record["resumed_from_step"] >= 10 and record["steps_this_run"] == total - record["resumed_from_step"]
     a, b = weights(tmp_path / "full"), weights(out)

@@ -98,6 +98,7 @@ def test_compiled_production_pipeline_has_every_stage_gpu_settings_and_the_seed_
     tasks = spec["components"][body["componentRef"]["name"]]["dag"]["tasks"]
     resources = tasks["prediction-op"]["inputs"]["parameters"]["resources"]["runtimeValue"]["constant"]
     assert resources["nproc_per_node"] == 0 and resources["checkpoint_root"].startswith("s3://")
+    assert resources["features_root"].startswith("s3://")  # one tokenization per data version for every step
     s2b = spec["deploymentSpec"]["executors"]["exec-prediction-op"]["container"]
     assert s2b["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert int(s2b["resources"]["accelerator"]["resourceCount"]) == 4

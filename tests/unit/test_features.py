@@ -3,8 +3,8 @@ replace, built once per data version, never half-written, and shared by the rank
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +85,85 @@ def test_the_cache_is_built_once_per_data_version_and_never_half_written(
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in (path, other, fewer))  # no leftovers
 
 
+def test_a_cache_on_s3_is_tokenized_once_for_every_pod(tiny_roberta_dir, dev_slice_file, tmp_path, s3_env, monkeypatch):
+    """A pipeline's features_root: the first pod builds and publishes, a later pod (an empty local cache)
+    downloads the same table; a prefix without its index (a publisher killed midway) is built again."""
+    from transformers import AutoTokenizer
+
+    from distilqa.features import INDEX, FeatureTable, build_features
+    from distilqa.squad import load_squad
+    from distilqa.storage import s3_client
+
+    client = s3_client()
+    client.create_bucket(Bucket="root")
+    tokenizer, dataset = AutoTokenizer.from_pretrained(tiny_roberta_dir), load_squad(dev_slice_file)
+
+    def pod(name: str) -> tuple[FeatureTable, bool]:
+        monkeypatch.setenv("DISTILQA_CACHE", str(tmp_path / name))
+        path, built = build_features(dataset, tokenizer, WINDOW, "s3://root/features/")
+        assert path.parent == tmp_path / name / "features"
+        return FeatureTable(path), built
+
+    def published() -> list[str]:
+        return sorted(o["Key"] for o in client.list_objects_v2(Bucket="root").get("Contents", []))
+
+    first, built = pod("pod-1")
+    assert built
+    keys = published()
+    assert f"features/{first.key}/{INDEX}" in keys and any(k.endswith(".arrow") for k in keys)
+    second, built = pod("pod-2")
+    assert not built and second.key == first.key and len(second) == len(first)
+    rows = list(range(0, len(first), 7))
+    assert all(torch.equal(a, b) for a, b in zip(first.batch(rows).values(), second.batch(rows).values(), strict=True))
+
+    client.delete_object(Bucket="root", Key=f"features/{first.key}/{INDEX}")
+    third, built = pod("pod-3")
+    assert built and published() == keys
+
+    (tmp_path / "pod-3" / "features" / first.key / INDEX).write_text('{"key": "x", "format": 2}')
+    from distilqa.errors import DataError
+
+    with pytest.raises(DataError, match=f"{INDEX}: not a feature-cache index .no field 'files'.; delete"):
+        FeatureTable(tmp_path / "pod-3" / "features" / first.key)
+    (tmp_path / "pod-3" / "features" / first.key / INDEX).write_text("{truncated")
+    with pytest.raises(DataError, match="not a feature-cache index"):
+        FeatureTable(tmp_path / "pod-3" / "features" / first.key)
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_roberta_dir", "tiny_bert_dir"])
+def test_evaluation_reads_the_table_and_answers_as_predict_does(request, model_dir, dev_slice_file, tmp_path):
+    from distilqa.errors import DataError
+    from distilqa.features import FeatureTable, build_features
+    from distilqa.inference import QAModel, parallel_batch
+    from distilqa.squad import load_squad
+
+    model = QAModel.load(request.getfixturevalue(model_dir))
+    dataset = load_squad(dev_slice_file)
+    examples = dataset.examples()
+    path, built = build_features(dataset, model.tokenizer, WINDOW, tmp_path, num_proc=2, offsets=True)
+    table = FeatureTable(path)
+    assert built and path.name.startswith("eval-features-") and table.has_offsets
+    predicted = model.answer(examples, WINDOW, batch=parallel_batch())
+    from_table = model.answer_table(examples, table, WINDOW, batch=parallel_batch())
+    assert [(a.text, a.na_prob) for a in from_table] == [(a.text, a.na_prob) for a in predicted]
+    assert sum(bool(a.text) for a in predicted) > 10
+    # a block at a time: the same windows (the table's carry labels too), fewer in memory
+    windows = model.windower(WINDOW).features([e.question for e in examples], [e.context for e in examples])
+
+    def unlabelled(features):
+        return [dataclasses.replace(f, start_position=0, end_position=0) for f in features]
+
+    assert unlabelled(table.windows(table.feature_rows(0, len(examples)))) == windows
+    assert unlabelled(table.windows(table.feature_rows(5, 9), 5)) == [
+        dataclasses.replace(f, example_index=f.example_index - 5) for f in windows if 5 <= f.example_index < 9
+    ]
+    blocks = model.answer_table(examples, table, WINDOW, batch=parallel_batch(), block=7)
+    assert [a.text for a in blocks] == [a.text for a in predicted]
+    training, _ = build_features(dataset, model.tokenizer, WINDOW, tmp_path)
+    with pytest.raises(DataError, match="without the offsets"):
+        FeatureTable(training).windows(range(0, 3))
+
+
 RANK = """
 import json, os, sys, time
 import distilqa.features as features
@@ -116,7 +195,6 @@ def test_two_ranks_under_torchrun_open_one_cache(tiny_roberta_dir, dev_slice_fil
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -132,6 +210,8 @@ def test_bench_data_measures_both_paths_on_the_same_features(tiny_roberta_dir, t
     from tests.conftest import assert_clean_failure, run_cli
 
     assert_clean_failure(run_cli("bench", "data", "--repeat", "0"), "--repeat")
+    assert_clean_failure(run_cli("bench", "data", "--paths", "open"), "give build too")
+    assert_clean_failure(run_cli("bench", "data", "--paths", "memory,disk"), "--paths takes")
     out = tmp_path / "bench.json"
     args = ["--repeat", "1", "--num-proc", "1", "--tokenizer", str(tiny_roberta_dir), "--work-dir", str(tmp_path)]
     done = run_cli("bench", "data", *args, "--output", str(out))
@@ -140,4 +220,6 @@ def test_bench_data_measures_both_paths_on_the_same_features(tiny_roberta_dir, t
     memory, build, opened = (report["results"][m] for m in ("memory", "build", "open"))
     assert memory["features"] == build["features"] == opened["features"] > memory["questions"] > 10000
     assert opened["cache_bytes_per_feature"] > 0 and "| Arrow: open |" in done.stdout
-    assert not (tmp_path / "feature-cache").exists()  # the benchmark cleans up after itself
+    stream = report["results"]["stream"]
+    assert stream["documents"] > 1000 and stream["sequences"] > 500 and "S1 stream" in done.stdout
+    assert not (tmp_path / "feature-cache").exists() and not (tmp_path / "corpus").exists()  # cleaned up

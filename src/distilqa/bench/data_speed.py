@@ -7,7 +7,10 @@ and RssFile (file pages: a memory-mapped cache is shared by every rank of a node
 cache), and VmHWM for the peak. Measurements:
   memory  the in-memory path: padded int64 tensors (`distilqa.distill.finetune.qa_tensors`);
   build   local rank 0 tokenizing into an empty Arrow cache (`Dataset.map`, `num_proc` processes);
-  open    another rank opening the finished cache, then one pass over every feature in batches of 32.
+  open    another rank opening the finished cache, then one pass over every feature in batches of 32;
+  stream  S1's corpus (the dev contexts `repeat` times over, as four .jsonl.zst shards) streamed and
+          packed into 384-token sequences by one rank (`distilqa.corpus.CorpusStream`): its memory
+          must not grow with the corpus.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("memory", "build", "open")
+MODES = ("memory", "build", "open", "stream")
+SHARDS = 4
 
 
 def repeated_dev(repeat: int) -> Any:
@@ -53,8 +57,49 @@ def _status() -> dict[str, int]:
     return out
 
 
+def write_corpus(repeat: int, directory: Path) -> int:
+    """The dev contexts `repeat` times over as .jsonl.zst shards; returns the number of documents."""
+    import zstandard
+
+    from distilqa.squad import load_squad
+
+    contexts = list(dict.fromkeys(p.context for _, p, _ in load_squad().iter_questions()))
+    directory.mkdir(parents=True, exist_ok=True)
+    for shard in range(SHARDS):
+        lines = (json.dumps({"text": c}) + "\n" for k in range(repeat) for c in contexts[shard::SHARDS])
+        (directory / f"part-{shard}.jsonl.zst").write_bytes(zstandard.compress("".join(lines).encode()))
+    return repeat * len(contexts)
+
+
+def measure_stream(corpus: str, tokenizer_dir: str) -> dict[str, Any]:
+    """Child process: one rank streaming the whole corpus, 32 sequences at a time, as S1 reads it."""
+    from transformers import AutoTokenizer
+
+    from distilqa.corpus import CorpusStream, corpus_shards
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stream = CorpusStream(corpus_shards(corpus), tokenizer, 384)
+    before = _status()
+    t0 = time.perf_counter()
+    sequences = stream.count(0)
+    seconds = time.perf_counter() - t0
+    after = _status()
+    return {
+        "mode": "stream",
+        "sequences": sequences,
+        "seconds": round(seconds, 3),
+        "sequences_per_s": round(sequences / seconds, 1),
+        "tokens_per_s": round(sequences * 384 / seconds, 1),
+        "private_mb": round((after["RssAnon"] - before["RssAnon"]) / 1024, 1),
+        "peak_mb": round((after["VmHWM"] - before["VmRSS"]) / 1024, 1),
+        "corpus_mb_compressed": round(sum(p.stat().st_size for p in Path(corpus).iterdir()) / 2**20, 2),
+    }
+
+
 def measure(mode: str, repeat: int, tokenizer_dir: str, cache: str, num_proc: int) -> dict[str, Any]:
     """Child process: one measurement; figures in bytes per feature."""
+    if mode == "stream":
+        return measure_stream(cache, tokenizer_dir)
     from transformers import AutoTokenizer
 
     from distilqa.distill.finetune import qa_tensors  # imports (torch, datasets) before the baseline
@@ -116,47 +161,76 @@ def _tokenizer(work: Path) -> Path:
     return directory
 
 
-def run_data_benchmark(repeat: int, num_proc: int, tokenizer: str | None, work_dir: str, output: str | None) -> int:
+def run_data_benchmark(
+    repeat: int,
+    num_proc: int,
+    tokenizer: str | None,
+    work_dir: str,
+    output: str | None,
+    modes: tuple[str, ...] = MODES,
+) -> int:
+    """Runs `modes` (in MODES order; "open" needs "build"), prints a table and writes the JSON report."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = tokenizer or str(_tokenizer(work))
-    cache = work / "feature-cache"
+    cache, corpus = work / "feature-cache", work / "corpus"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(corpus, ignore_errors=True)
+    documents = write_corpus(repeat, corpus) if "stream" in modes else 0
     results = {}
-    for mode in MODES:
+    for mode in (m for m in MODES if m in modes):
         print(f"bench data: {mode} (dev x{repeat}) ...", file=sys.stderr)
         out = work / f"data-{mode}.json"
-        cmd = [sys.executable, "-m", "distilqa.bench.data_speed", mode, str(repeat), tokenizer_dir, str(cache)]
+        where = corpus if mode == "stream" else cache
+        cmd = [sys.executable, "-m", "distilqa.bench.data_speed", mode, str(repeat), tokenizer_dir, str(where)]
         subprocess.run([*cmd, str(num_proc), str(out)], check=True)
         results[mode] = json.loads(out.read_text())
     shutil.rmtree(cache, ignore_errors=True)
-    memory, build, opened = (results[m] for m in MODES)
-    report = {
+    shutil.rmtree(corpus, ignore_errors=True)
+    report: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
         "tokenizer": tokenizer or "byte-level BPE, 50k vocabulary, trained on the dev contexts",
         "repeat": repeat,
         "num_proc": num_proc,
         "results": results,
-        "build_speedup_vs_memory": round(build["features_per_s"] / memory["features_per_s"], 2),
-        "open_speedup_vs_memory": round(opened["features_per_s"] / memory["features_per_s"], 1),
     }
-    lines = [
-        f"dev x{repeat}: {memory['questions']} questions, {memory['features']} features; num_proc {num_proc}",
-        "",
-        "| path | seconds | features/s | private bytes/feature | peak bytes/feature |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for mode, name in (("memory", "in-memory tensors"), ("build", "Arrow: build (rank 0)"), ("open", "Arrow: open")):
+    lines = []
+    table = [("memory", "in-memory tensors"), ("build", "Arrow: build (rank 0)"), ("open", "Arrow: open")]
+    shown = [(mode, name) for mode, name in table if mode in results]
+    if shown:
+        first = results[shown[0][0]]
+        lines += [
+            f"dev x{repeat}: {first['questions']} questions, {first['features']} features; num_proc {num_proc}",
+            "",
+            "| path | seconds | features/s | private bytes/feature | peak bytes/feature |",
+            "|---|---:|---:|---:|---:|",
+        ]
+    for mode, name in shown:
         r = results[mode]
         lines.append(
             f"| {name} | {r['seconds']} | {r['features_per_s']} | {r['anon_bytes_per_feature']} | "
             f"{r['peak_bytes_per_feature']} |"
         )
-    lines.append(
-        f"\nafter a full pass over the opened cache: {opened['anon_bytes_per_feature_after_pass']} private and "
-        f"{opened['file_bytes_per_feature_after_pass']} shared (page cache) bytes per feature; "
-        f"the cache holds {opened['cache_bytes_per_feature']} bytes per feature on disk"
-    )
+    if "memory" in results:
+        for mode in ("build", "open"):
+            if mode in results:
+                speedup = results[mode]["features_per_s"] / results["memory"]["features_per_s"]
+                report[f"{mode}_speedup_vs_memory"] = round(speedup, 2)
+    if "open" in results:
+        opened = results["open"]
+        lines.append(
+            f"\nafter a full pass over the opened cache: {opened['anon_bytes_per_feature_after_pass']} private and "
+            f"{opened['file_bytes_per_feature_after_pass']} shared (page cache) bytes per feature; "
+            f"the cache holds {opened['cache_bytes_per_feature']} bytes per feature on disk"
+        )
+    if "stream" in results:
+        stream = results["stream"]
+        stream["documents"] = documents
+        lines.append(
+            f"\nS1 stream ({documents} documents, {stream['corpus_mb_compressed']} MB of .jsonl.zst): "
+            f"{stream['sequences']} sequences of 384 tokens in {stream['seconds']} s "
+            f"({stream['tokens_per_s']:.0f} tokens/s); {stream['private_mb']} MB private, {stream['peak_mb']} MB peak"
+        )
     print("\n".join(lines))
     if output:
         Path(output).write_text(json.dumps(report, indent=2))

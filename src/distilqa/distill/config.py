@@ -90,11 +90,17 @@ class IntermediateConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class GeneralConfig(IntermediateConfig):
-    """S1: the S2a loss on plain text, packed into full sequences."""
+    """S1: the S2a loss on plain text, streamed and packed into full sequences."""
 
-    corpus: str = _help("one document per line: a .txt/.txt.gz file, a directory of them, or s3://", "")
+    corpus: str = _help(
+        'shards of .txt/.txt.gz (a document per line) or .jsonl/.jsonl.zst (a JSON object per line, its "text"):'
+        " a file, a directory or an s3:// prefix",
+        "",
+    )
     max_seq_len: int = _help("tokens per packed sequence", 384)
-    max_sequences: int = _help("stop packing the corpus after this many sequences (0: all)", 0)
+    max_sequences: int = _help(
+        "sequences per epoch, over every process (0: the whole corpus, counted by a first pass over it)", 0
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -107,6 +107,17 @@ def any_rank(d: Dist, flag: bool) -> bool:
     return bool(t.item())
 
 
+def min_over_ranks(d: Dist, value: int) -> int:
+    """The smallest of each rank's value (how many steps every rank's share of a stream allows)."""
+    if not d.distributed:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64, device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def fingerprint(values: Any) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 

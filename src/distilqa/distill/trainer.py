@@ -13,6 +13,11 @@ Data order: in epoch e, a permutation seeded by (seed, e) is cut into global bat
 `world_size x accumulation` micro-batches by global rank, so the update does not depend on how
 many processes or how much accumulation produced it.
 
+Streamed data (S1's corpus, `distilqa.corpus.CorpusStream`) has no indices: each rank reads its own
+share in order, an epoch is as many steps as the smallest share allows (counted once, before the
+first step, so the schedule knows its length), and each rank's stream position is saved with its
+RNG state, so a resumed run reads on from the exact token.
+
 Everything a model computes must take part in its loss: DDP waits for a gradient of every
 parameter it wraps. Stages therefore hand the trainer only the modules they train (S1 drops the
 pooler, S2a trains the encoder without the QA head) rather than asking DDP to search for unused
@@ -47,7 +52,7 @@ from distilqa.distill.checkpoints import (
 from distilqa.distill.config import NOT_AFFECTING_WEIGHTS, TrainConfig
 from distilqa.distill.distributed import init_distributed
 from distilqa.distill.precision import resolve_amp_here, torch_dtype
-from distilqa.errors import ConfigError
+from distilqa.errors import ConfigError, DataError
 from distilqa.progress import progress_bar
 from distilqa.settings import flatten
 
@@ -101,6 +106,26 @@ class TrainData(Protocol):
     def fingerprint(self) -> str: ...
 
 
+class StreamData(Protocol):
+    """What the trainer reads from a stream: this rank's next rows, and a resumable position."""
+
+    streamed: bool  # True
+    width: int
+    max_sequences: int  # a cap on the sequences of an epoch, over every rank (0: the whole stream)
+    epoch: int  # where this rank's stream is: the epoch, and the sequences read in it
+    consumed: int
+
+    def count(self, limit: int) -> int: ...
+
+    def rows(self, epoch: int, n: int) -> dict[str, Tensor]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def fingerprint(self) -> str: ...
+
+
 class TensorData:
     """Examples as tensors of one first dimension (S1's packed sequences, S2a's paired features)."""
 
@@ -145,7 +170,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        data: dict[str, Tensor] | TrainData,
+        data: dict[str, Tensor] | TrainData | StreamData,
         loss_fn: LossFn,
         config: TrainConfig,
         output_dir: str | Path,
@@ -161,10 +186,10 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.store = CheckpointStore(self.job.get("checkpoint_dir") or str(self.output_dir))
         self.device = self.dist.device
-        self.data: TrainData = TensorData(data) if isinstance(data, dict) else data
+        self.data: Any = TensorData(data) if isinstance(data, dict) else data
+        self.streamed = bool(getattr(self.data, "streamed", False))
         self.loss_fn = loss_fn
         self.record = dict(record or {})
-        n = len(self.data)
         per_step = config.per_device_batch_size * self.dist.world_size
         if config.batch_size % per_step:
             raise ConfigError(
@@ -172,8 +197,14 @@ class Trainer:
                 f"{config.per_device_batch_size} x {self.dist.world_size} process(es)"
             )
         self.accumulation = config.batch_size // per_step
-        self.steps_per_epoch = n // config.batch_size
+        self.steps_per_epoch = self._stream_steps() if self.streamed else len(self.data) // config.batch_size
+        n = self.steps_per_epoch * config.batch_size if self.streamed else len(self.data)
         if self.steps_per_epoch == 0:
+            if self.streamed:
+                raise DataError(
+                    f"the corpus gives fewer than one global batch of {config.batch_size} full sequences of "
+                    f"{self.data.width} tokens (over {self.dist.world_size} process(es))"
+                )
             raise ConfigError(f"{n} examples are fewer than one global batch of {config.batch_size}")
         self.total_steps = self.steps_per_epoch * config.epochs
         self.num_examples = n
@@ -206,6 +237,15 @@ class Trainer:
         self._run_started = 0.0  # set by train()
         self._order_cache: tuple[int, Tensor] | None = None
 
+    def _stream_steps(self) -> int:
+        """Steps per epoch of a stream: each rank counts its own share (up to the cap), the smallest wins."""
+        per_rank_step = self.accumulation * self.config.per_device_batch_size
+        cap_steps = self.data.max_sequences // self.config.batch_size
+        if self.data.max_sequences and not cap_steps:
+            return 0
+        own = self.data.count(cap_steps * per_rank_step) // per_rank_step
+        return distributed.min_over_ranks(self.dist, own)
+
     # ----------------------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self) -> None:
@@ -220,6 +260,7 @@ class Trainer:
             "python": random.getstate(),
             "numpy": np.random.get_state(),
             "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "data": self.data.state() if self.streamed else None,  # this rank's position in its stream
         }
         self.store.write(step, rng_name(self.dist.rank), save_torch(rng))
         if self.dist.is_main:
@@ -285,6 +326,8 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if self.streamed:
+            self.data.load_state(rng["data"])
         self.step = state["step"]
         self.seconds_before = state.get("train_seconds")
         return True
@@ -331,6 +374,18 @@ class Trainer:
         batch = order[index * g : (index + 1) * g]
         b, world, rank = self.config.per_device_batch_size, self.dist.world_size, self.dist.rank
         return [batch[(k * world + rank) * b : (k * world + rank + 1) * b] for k in range(self.accumulation)]
+
+    def _micro_batch_data(self, step: int) -> list[dict[str, Tensor]]:
+        """This process's micro-batches for optimizer step `step`, as tensors."""
+        if not self.streamed:
+            return [self.data.batch(idx) for idx in self._micro_batches(step)]
+        epoch, index = divmod(step, self.steps_per_epoch)
+        b = self.config.per_device_batch_size
+        if self.data.epoch == epoch and self.data.consumed != index * self.accumulation * b:
+            raise RuntimeError(
+                f"stream at sequence {self.data.consumed}, step {step} needs {index * self.accumulation * b}"
+            )
+        return [self.data.rows(epoch, b) for _ in range(self.accumulation)]
 
     def train(self) -> dict[str, Any]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -399,12 +454,12 @@ class Trainer:
 
     def _optimizer_step(self) -> dict[str, float]:
         totals: dict[str, float] = {}
-        micro = self._micro_batches(self.step)
+        micro = self._micro_batch_data(self.step)
         autocast = torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         )
-        for k, idx in enumerate(micro):
-            batch = {name: t.to(self.device) for name, t in self.data.batch(idx).items()}
+        for k, data in enumerate(micro):
+            batch = {name: t.to(self.device) for name, t in data.items()}
             with self._no_sync(k == len(micro) - 1):
                 with autocast:
                     if self.extra is None:
