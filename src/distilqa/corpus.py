@@ -30,6 +30,7 @@ from distilqa.errors import ConfigError, DataError
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.zst")
 TEXT_FIELD = "text"  # the document's field in a .jsonl line (The Pile's and most corpora's name)
+MAX_LINE = 256 * 2**20  # bytes: a longer "line" is a file that is not line-oriented text
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,18 @@ def _decompressed(raw: Any, name: str) -> Any:
     return raw
 
 
-def _format_error(name: str, exc: Exception) -> str | None:
-    """The message for an exception raised while reading a compressed stream, or None if it is not one."""
+def _read_error(name: str, exc: Exception) -> str | None:
+    """The message for an exception raised while reading a shard, or None for one that is not about
+    the shard (a bug: it keeps its traceback)."""
     import zstandard
+    from botocore.exceptions import BotoCoreError
 
     if name.endswith(".gz") and isinstance(exc, (OSError, EOFError)):
         return f"not a valid gzip stream ({exc or 'truncated'})"
     if name.endswith(".zst") and isinstance(exc, zstandard.ZstdError):
         return f"not a valid zstd stream ({exc})"
+    if isinstance(exc, (OSError, BotoCoreError)):
+        return f"read failed ({exc})"
     return None
 
 
@@ -102,21 +107,23 @@ def read_documents(shard: Shard) -> Iterator[str]:
     from distilqa import storage
 
     stream = storage.open_stream(shard.uri)
-    jsonl = ".jsonl" in shard.name
+    jsonl = shard.name.endswith((".jsonl", ".jsonl.zst"))
     line = documents = 0
     try:
         lines = _decompressed(stream, shard.name)
         while True:
             try:
-                raw = lines.readline()
-            except Exception as exc:  # noqa: BLE001 - only a decompression failure is reworded
-                message = _format_error(shard.name, exc)
+                raw = lines.readline(MAX_LINE + 1)
+            except Exception as exc:  # noqa: BLE001 - only a failure to read the shard is reworded
+                message = _read_error(shard.name, exc)
                 if message is None:
                     raise
                 raise DataError(f"{shard.name} line {line + 1}: {message}") from None
             if not raw:
                 break
             line += 1
+            if len(raw) > MAX_LINE:
+                raise DataError(f"{shard.name} line {line}: longer than {MAX_LINE:,} bytes; not line-oriented text")
             text = _document(raw, jsonl, shard.name, line)
             if text:
                 documents += 1

@@ -184,3 +184,12 @@ def test_a_bad_shard_stops_s1_before_anything_is_written(tmp_path, mixed_corpus,
     )
     assert_clean_failure(result, "e.jsonl line 51: not valid JSON")
     assert not out.exists() and not cache.exists()
+
+
+def test_a_file_that_is_not_line_oriented_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    import distilqa.corpus as corpus
+
+    monkeypatch.setattr(corpus, "MAX_LINE", 1000)
+    (tmp_path / "blob.txt").write_bytes(b"first line\n" + b"x" * 5000)
+    with pytest.raises(DataError, match="blob.txt line 2: longer than 1,000 bytes; not line-oriented text"):
+        list(read_documents(corpus_shards(tmp_path / "blob.txt")[0]))

@@ -70,11 +70,11 @@ def test_the_cache_is_built_once_per_data_version_and_never_half_written(
 
     calls = []
 
-    def failing(batch, indices, tokenizer, window):
+    def failing(batch, indices, tokenizer, window, offsets):
         calls.append(len(indices))
         if len(calls) > 1:
             raise RuntimeError("killed mid-build")
-        return real(batch, indices, tokenizer, window)
+        return real(batch, indices, tokenizer, window, offsets)
 
     real = features._tokenize
     monkeypatch.setattr(features, "_tokenize", failing)
