@@ -211,6 +211,7 @@ def test_general_distillation_reads_a_corpus_from_s3(teacher_dir, corpus_dir, tm
     a = json.loads((tmp_path / "local" / "training_record.json").read_text())
     b = json.loads((tmp_path / "remote" / "training_record.json").read_text())
     assert a["train_data_checksum"] == b["train_data_checksum"] and a["sequences"] == b["sequences"]
+    assert not (tmp_path / "cache").exists()  # streamed from S3: nothing downloaded
     assert a["result"]["last_step_loss"] == pytest.approx(b["result"]["last_step_loss"], rel=1e-5)
 
 
