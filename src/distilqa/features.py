@@ -154,14 +154,21 @@ def _fetch(remote: str, root: Path, key: str) -> bool:
             raise DataError(
                 f"{remote}: the published feature cache is unreadable ({exc}); delete it to rebuild"
             ) from None
-        try:
-            tmp.rename(root / key)
-        except OSError:  # fetched meanwhile by another process sharing the directory
-            if not (root / key / INDEX).is_file():
-                raise
+        _move_into_place(tmp, root / key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Commit a finished cache by renaming it; one made meanwhile by another process (a rank or node
+    sharing the directory) is as good, and this one is dropped."""
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not (target / INDEX).is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _publish(path: Path, remote: str) -> None:
@@ -239,12 +246,7 @@ def _build(
         del table, rows
         (tmp / "rows.arrow").unlink()
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
-        try:
-            tmp.rename(target)
-        except OSError:  # built meanwhile by another node sharing the directory: theirs is as good
-            if not (target / INDEX).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
